@@ -1,0 +1,50 @@
+#pragma once
+// The validated configuration, as plain values. Built by config_loader from
+// YAML; nothing here depends on the file format.
+
+#include "core/alias_policy.hpp"
+
+#include <chrono>
+#include <string>
+
+namespace impalemail {
+
+struct MilterSettings {
+    // libmilter syntax: unix:PATH | local:PATH | inet:PORT@HOST | inet6:PORT@HOST
+    std::string socket = "unix:/var/spool/postfix/impalemail/milter.sock";
+    // How long SIGTERM waits for transactions in flight.
+    std::chrono::seconds shutdown_timeout{15};
+};
+
+struct RedisSettings {
+    enum class Transport { Tcp, Unix };
+    std::string address = "tcp://127.0.0.1:6379"; // as written, for messages
+    Transport transport = Transport::Tcp;
+    std::string host = "127.0.0.1";
+    int port = 6379;
+    std::string path; // Unix socket
+    std::chrono::milliseconds timeout{250};
+    int database = 0;
+    std::string username; // ACL user; empty: the default user
+    std::string password; // read from password_file, never from the YAML
+};
+
+enum class LogLevel { Error = 0, Warning = 1, Info = 2, Debug = 3 };
+
+struct LogSettings {
+    LogLevel level = LogLevel::Info;
+    bool syslog = true;
+    // Secret for the HMAC pseudonyms of mailbox addresses; empty: a random
+    // key per process (pseudonyms then change at each start).
+    std::string pseudonym_key;
+    bool show_addresses = false; // debugging only: log mailboxes in clear
+};
+
+struct Config {
+    MilterSettings milter;
+    RedisSettings redis;
+    AliasPolicy aliases;
+    LogSettings logging;
+};
+
+} // namespace impalemail
