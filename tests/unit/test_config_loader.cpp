@@ -201,7 +201,7 @@ TEST_CASE("a config file is read from disk, errors name the file")
     CHECK(format_error("x.yaml", missing.errors[0]) == "x.yaml: error: cannot open config file");
 }
 
-TEST_CASE("an empty strip list strips nothing; omitting it keeps the defaults")
+TEST_CASE("an empty strip list strips nothing, omitting it keeps the defaults")
 {
     const auto empty = load_config_text(std::string(kMinimal) + "headers:\n  strip: []\n", "/");
     REQUIRE(empty.config);
