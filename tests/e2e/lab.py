@@ -207,17 +207,19 @@ class _Service:
 class Redis(_Service):
     """A private redis-server on 127.0.0.1:port, data dir = workdir."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, extra_args=(), password=None):
         super().__init__()
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.logfile = self.workdir / "redis.log"
+        self.extra_args = list(extra_args)  # e.g. --requirepass, --unixsocket
+        self.password = password            # what cli() authenticates with
 
     def argv(self):
         return ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
                 "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
                 "--daemonize", "no", "--protected-mode", "yes",
-                "--logfile", str(self.logfile)]
+                "--logfile", str(self.logfile), *self.extra_args]
 
     def start(self, detach=False, timeout=10):
         if self.is_running():
@@ -254,8 +256,11 @@ class Redis(_Service):
 
     def cli(self, *args):
         """Run redis-cli against this server; returns stdout without the final newline."""
+        env = dict(os.environ)
+        if self.password:
+            env["REDISCLI_AUTH"] = self.password
         out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *map(str, args)],
-                             capture_output=True, timeout=10, check=False)
+                             capture_output=True, timeout=10, check=False, env=env)
         if out.returncode != 0:
             raise subprocess.SubprocessError(
                 f"redis-cli {args!r} failed: {out.stderr.decode(errors='replace')}")
@@ -316,8 +321,12 @@ class Milter(_Service):
     """impalemail-milter in the foreground, config in workdir/impalemail.yaml."""
 
     def __init__(self, binary, workdir, redis_port, socket_path,
-                 alias_domains=(ALIAS_DOMAIN,), extra_yaml=None):
+                 alias_domains=(ALIAS_DOMAIN,), extra_yaml=None, redis_address=None, redis_extra=""):
         super().__init__()
+        # redis_address replaces tcp://127.0.0.1:<redis_port>; redis_extra
+        # adds lines (already indented) to the redis: section.
+        self.redis_address = redis_address
+        self.redis_extra = redis_extra
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.redis_port = redis_port
@@ -336,9 +345,10 @@ class Milter(_Service):
             "milter:\n"
             f"  socket: unix:{self.socket_path}\n"
             "redis:\n"
-            f"  address: tcp://127.0.0.1:{self.redis_port}\n"
+            f"  address: {self.redis_address or f'tcp://127.0.0.1:{self.redis_port}'}\n"
             '  key_prefix: "alias:"\n'
             "  timeout_ms: 250\n"
+            + self.redis_extra +
             "aliases:\n"
             f"  domains: [{domains}]\n"
             "logging:\n"

@@ -1,0 +1,102 @@
+"""The milter's Redis connection options against real Redis servers: AUTH as
+an ACL user with the password read from a file, requirepass, a Unix socket,
+a database number, and a wrong password (451, never 5xx, never a crash)."""
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import lab as labmod
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "miltertest"
+PASSWORD = "correct horse battery staple"
+
+
+def rcpt(milter, address, expect):
+    env = dict(os.environ, MILTER_SOCKET=f"unix:{milter.socket_path}", MILTERTEST_DIR=str(SCRIPTS),
+               RCPT=address, EXPECT=expect)
+    run = subprocess.run(["miltertest", "-s", str(SCRIPTS / "rcpt_reply.lua")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, f"{address}: {run.stdout}{run.stderr}\n{labmod.tail(milter.log(), 10)}"
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="impalemail-redis-"))
+    os.chmod(path, 0o755)
+    (path / "redis-password").write_text(PASSWORD + "\n")
+    (path / "wrong-password").write_text("not the password\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def acl_redis(workdir):
+    """Redis with requirepass for the default user, an ACL user allowed only
+    GET on alias:*, a Unix socket, and the alias in database 3."""
+    sock = workdir / "redis" / "redis.sock"
+    r = labmod.Redis(workdir / "redis", password="admin-secret", extra_args=[
+        "--requirepass", "admin-secret",
+        "--unixsocket", str(sock), "--unixsocketperm", "700",
+    ])
+    r.start()
+    r.cli("ACL", "SETUSER", "impalemail", "on", f">{PASSWORD}", "~alias:*", "+get", "+select", "+auth")
+    r.cli("-n", "3", "SET", "alias:shop@alias.example.org", "alice@real.example", "EX", "600")
+    r.socket = sock
+    yield r
+    r.stop()
+
+
+def milter_for(workdir, redis, name, redis_extra, address=None):
+    return labmod.Milter(labmod.milter_binary(), workdir / name, redis.port, workdir / name / "milter.sock",
+                         redis_address=address, redis_extra=redis_extra)
+
+
+def test_acl_user_with_password_file_over_unix_socket(workdir, acl_redis):
+    m = milter_for(workdir, acl_redis, "acl",
+                   "  username: impalemail\n  password_file: ../redis-password\n  database: 3\n",
+                   address=f"unix:{acl_redis.socket}")
+    m.start()
+    try:
+        rcpt(m, "<Shop@alias.example.org>", "continue")
+        rcpt(m, "<nobody@alias.example.org>", "reply")
+        assert "code=550" in m.log()
+        assert PASSWORD not in m.log()
+    finally:
+        m.stop()
+
+
+def test_requirepass_default_user(workdir, acl_redis):
+    (workdir / "admin-password").write_text("admin-secret")
+    m = milter_for(workdir, acl_redis, "requirepass",
+                   f"  password_file: {workdir}/admin-password\n  database: 3\n")
+    m.start()
+    try:
+        rcpt(m, "<shop@alias.example.org>", "continue")
+    finally:
+        m.stop()
+
+
+def test_wrong_password_tempfails_and_names_the_cause(workdir, acl_redis):
+    m = milter_for(workdir, acl_redis, "wrong",
+                   "  username: impalemail\n  password_file: ../wrong-password\n  database: 3\n")
+    m.start()
+    try:
+        rcpt(m, "<shop@alias.example.org>", "reply")
+        log = m.log()
+        assert "action=tempfail code=451" in log and "AUTH refused" in log, log
+        assert "not the password" not in log
+    finally:
+        m.stop()
+
+
+def test_no_password_against_requirepass_tempfails(workdir, acl_redis):
+    m = milter_for(workdir, acl_redis, "noauth", "  database: 3\n")
+    m.start()
+    try:
+        rcpt(m, "<shop@alias.example.org>", "reply")
+        assert "code=451" in m.log() and "NOAUTH" in m.log()
+    finally:
+        m.stop()
