@@ -42,34 +42,35 @@ RedisStore::RedisStore(const RedisSettings& settings) : settings_(settings) {}
 
 RedisStore::~RedisStore() = default;
 
+namespace {
+
+// Checks the reply to one handshake command; sets `error` unless it succeeded.
+bool handshake_step(redisContext* ctx, const char* what, void* raw, std::string& error)
+{
+    const Reply r(static_cast<redisReply*>(raw));
+    if (!r)
+        error = std::string(what) + " failed: " + ctx->errstr;
+    else if (r->type == REDIS_REPLY_ERROR)
+        error = std::string(what) + " refused: " + std::string(r->str, r->len);
+    return error.empty();
+}
+
+} // namespace
+
 bool RedisStore::handshake(std::string& error)
 {
-    if (!settings_.password.empty()) {
-        Reply r(static_cast<redisReply*>(
-            settings_.username.empty()
-                ? redisCommand(ctx_.get(), "AUTH %b", settings_.password.data(), settings_.password.size())
-                : redisCommand(ctx_.get(), "AUTH %b %b", settings_.username.data(), settings_.username.size(),
-                               settings_.password.data(), settings_.password.size())));
-        if (!r) {
-            error = std::string("AUTH failed: ") + ctx_->errstr;
+    redisContext* c = ctx_.get();
+    const std::string& pw = settings_.password;
+    const std::string& user = settings_.username;
+    if (!pw.empty()) {
+        void* r = user.empty() ? redisCommand(c, "AUTH %b", pw.data(), pw.size())
+                               : redisCommand(c, "AUTH %b %b", user.data(), user.size(), pw.data(), pw.size());
+        if (!handshake_step(c, "AUTH", r, error))
             return false;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            error = "AUTH refused: " + std::string(r->str, r->len);
-            return false;
-        }
     }
-    if (settings_.database != 0) {
-        Reply r(static_cast<redisReply*>(redisCommand(ctx_.get(), "SELECT %d", settings_.database)));
-        if (!r) {
-            error = std::string("SELECT failed: ") + ctx_->errstr;
-            return false;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            error = "SELECT refused: " + std::string(r->str, r->len);
-            return false;
-        }
-    }
+    if (settings_.database != 0 &&
+        !handshake_step(c, "SELECT", redisCommand(c, "SELECT %d", settings_.database), error))
+        return false;
     return true;
 }
 
