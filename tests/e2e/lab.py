@@ -327,6 +327,8 @@ class Milter(_Service):
         # adds lines (already indented) to the redis: section.
         self.redis_address = redis_address
         self.redis_extra = redis_extra
+        self.milter_extra = ""  # lines (indented) added to the milter: section
+        self.user = "nobody"
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.redis_port = redis_port
@@ -344,6 +346,11 @@ class Milter(_Service):
         text = (
             "milter:\n"
             f"  socket: unix:{self.socket_path}\n"
+            # Started as root, like a packaged milter: it opens the socket,
+            # gives it to group postfix (smtpd's user) and becomes nobody.
+            f"  user: {self.user}\n"
+            "  socket_group: postfix\n"
+            + self.milter_extra +
             "redis:\n"
             f"  address: {self.redis_address or f'tcp://127.0.0.1:{self.redis_port}'}\n"
             '  key_prefix: "alias:"\n'

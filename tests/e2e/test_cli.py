@@ -64,7 +64,7 @@ def test_sigterm_stops_the_milter_cleanly():
         os.chmod(tmp, 0o755)
         sock = Path(tmp) / "m.sock"
         cfg = write(tmp, f"milter:\n  socket: unix:{sock}\n"
-                         "aliases:\n  domains: [alias.example.org]\nlogging:\n  syslog: false\n")
+                         "  user: nobody\naliases:\n  domains: [alias.example.org]\nlogging:\n  syslog: false\n")
         p = subprocess.Popen([str(labmod.milter_binary()), "-c", str(cfg)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         labmod.wait_until(lambda: labmod.unix_socket_accepts(sock), 10, "milter socket")

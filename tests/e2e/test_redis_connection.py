@@ -39,7 +39,7 @@ def acl_redis(workdir):
     sock = workdir / "redis" / "redis.sock"
     r = labmod.Redis(workdir / "redis", password="admin-secret", extra_args=[
         "--requirepass", "admin-secret",
-        "--unixsocket", str(sock), "--unixsocketperm", "700",
+        "--unixsocket", str(sock), "--unixsocketperm", "777",  # the milter runs as nobody
     ])
     r.start()
     r.cli("ACL", "SETUSER", "impalemail", "on", f">{PASSWORD}", "~alias:*", "+get", "+select", "+auth")

@@ -210,3 +210,25 @@ TEST_CASE("an empty strip list strips nothing, omitting it keeps the defaults")
     REQUIRE(omitted.config);
     CHECK(omitted.config->aliases.strip.patterns() == StripPolicy::default_patterns());
 }
+
+TEST_CASE("service account and socket access settings")
+{
+    const auto ok = load_config_text(std::string(kMinimal) +
+                                         "milter:\n  user: impalemail\n  group: impalemail\n"
+                                         "  socket_mode: \"0640\"\n  socket_group: postfix\n",
+                                     "/");
+    REQUIRE(ok.config);
+    CHECK(ok.config->milter.user == "impalemail");
+    CHECK(ok.config->milter.socket_mode == 0640);
+    CHECK(ok.config->milter.socket_group == "postfix");
+    CHECK(load_config_text(kMinimal, "/").config->milter.socket_mode == 0660);
+    // Unquoted, YAML would read 0660 as a number; the text is what counts.
+    CHECK(load_config_text(std::string(kMinimal) + "milter:\n  socket_mode: 0660\n", "/").config->milter.socket_mode ==
+          0660);
+    for (const char* bad : {"0666", "0777", "0o660", "660x", "10660", "\"\""}) {
+        INFO(bad);
+        CHECK_FALSE(load_config_text(std::string(kMinimal) + "milter:\n  socket_mode: " + bad + "\n", "/").config);
+    }
+    CHECK_FALSE(load_config_text(std::string(kMinimal) + "milter:\n  user: \"bad user\"\n", "/").config);
+    CHECK_FALSE(load_config_text(std::string(kMinimal) + "milter:\n  group: -x\n", "/").config);
+}

@@ -1,247 +1,36 @@
 #include "adapter/milter_adapter.hpp"
 
-#include "core/message_session.hpp"
-#include "log/decision_log.hpp"
+#include "adapter/milter_callbacks.hpp"
 #include "log/logger.hpp"
-#include "store/redis_store.hpp"
+#include "os/privileges.hpp"
 
 #include <libmilter/mfapi.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <ctime>
 #include <string>
 #include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 namespace impalemail {
 
 namespace {
 
-// Set once before smfi_main; connections take their own reference so a later
-// swap never changes the config under a transaction in flight.
-std::shared_ptr<const Config> g_config;
-std::shared_ptr<const Pseudonymizer> g_pseudonym;
-std::atomic<int> g_transactions_in_flight{0};
-
-constexpr unsigned long kActions = SMFIF_ADDRCPT | SMFIF_DELRCPT | SMFIF_CHGHDRS;
-// Stages we never look at: the MTA need not send them at all.
-constexpr unsigned long kSkippedSteps =
-    SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOBODY | SMFIP_NOEOH | SMFIP_NOUNKNOWN | SMFIP_NODATA;
-// Stages we see but never answer except "continue".
-constexpr unsigned long kNoReplySteps = SMFIP_NR_MAIL | SMFIP_NR_HDR;
-
-// Per MTA connection: pins one config snapshot and owns one Redis connection,
-// reused across the connection's messages.
-struct Connection {
-    explicit Connection(std::shared_ptr<const Config> cfg)
-        : config(std::move(cfg)), store(config->redis), session(config->aliases, store)
-    {
-    }
-    ~Connection() { end_transaction(); }
-
-    void begin_transaction()
-    {
-        if (!in_transaction) {
-            in_transaction = true;
-            ++g_transactions_in_flight;
-        }
-    }
-    void end_transaction()
-    {
-        session.reset();
-        failed = false;
-        if (in_transaction) {
-            in_transaction = false;
-            --g_transactions_in_flight;
-        }
-    }
-
-    std::shared_ptr<const Config> config;
-    RedisStore store;
-    MessageSession session;
-    unsigned long protocol = 0; // negotiated SMFIP_* flags
-    bool in_transaction = false;
-    bool failed = false; // an error in a stage that could not reply
-};
-
-Connection* connection(SMFICTX* ctx)
+// The path of a unix:/local: socket spec; empty for inet sockets.
+std::string unix_socket_path(const std::string& spec)
 {
-    auto* c = static_cast<Connection*>(smfi_getpriv(ctx));
-    if (!c) {
-        c = new Connection(std::atomic_load(&g_config));
-        smfi_setpriv(ctx, c);
-    }
-    return c;
-}
-
-std::string queue_id(SMFICTX* ctx)
-{
-    const char* id = smfi_getsymval(ctx, const_cast<char*>("i"));
-    return id && *id ? id : "NOQUEUE";
-}
-
-sfsistat tempfail(SMFICTX* ctx)
-{
-    smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
-                  const_cast<char*>("Alias service temporarily unavailable, try again later"));
-    return SMFIS_TEMPFAIL;
-}
-
-// No C++ exception may unwind into libmilter's C code; one that escapes a
-// callback becomes a tempfail, which loses nothing.
-template <class Body>
-sfsistat guarded(SMFICTX* ctx, const char* stage, Body&& body) noexcept
-{
-    try {
-        return body();
-    } catch (const std::exception& e) {
-        try {
-            logging::error(std::string("internal error in ") + stage + ": " + e.what());
-        } catch (...) {
-        }
-    } catch (...) {
-        logging::error(std::string("internal error in ") + stage);
-    }
-    return tempfail(ctx);
-}
-
-sfsistat on_negotiate(SMFICTX* ctx, unsigned long f0, unsigned long f1, unsigned long, unsigned long,
-                      unsigned long* pf0, unsigned long* pf1, unsigned long* pf2, unsigned long* pf3)
-{
-    return guarded(ctx, "negotiate", [&]() -> sfsistat {
-        if ((f0 & kActions) != kActions) {
-            logging::error("the MTA does not allow adding and deleting recipients and deleting headers; "
-                           "refusing to filter");
-            return SMFIS_REJECT;
-        }
-        *pf0 = kActions;
-        *pf1 = (kSkippedSteps | kNoReplySteps) & f1;
-        *pf2 = 0;
-        *pf3 = 0;
-        if (f0 & SMFIF_SETSYMLIST) {
-            // Only the queue id, for logs; the MTA's default macro sets are
-            // bytes we would receive and ignore on every command.
-            *pf0 |= SMFIF_SETSYMLIST;
-            for (int stage : {SMFIM_ENVFROM, SMFIM_ENVRCPT, SMFIM_EOM})
-                smfi_setsymlist(ctx, stage, const_cast<char*>("i"));
-        }
-        connection(ctx)->protocol = *pf1;
-        return SMFIS_CONTINUE;
-    });
-}
-
-sfsistat on_envfrom(SMFICTX* ctx, char**)
-{
-    return guarded(ctx, "MAIL", [&]() -> sfsistat {
-        Connection* c = connection(ctx);
-        c->end_transaction(); // a transaction the MTA never closed
-        c->begin_transaction();
-        return (c->protocol & SMFIP_NR_MAIL) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
-    });
-}
-
-sfsistat on_envrcpt(SMFICTX* ctx, char** argv)
-{
-    return guarded(ctx, "RCPT", [&]() -> sfsistat {
-        if (!argv || !argv[0])
-            return tempfail(ctx);
-        Connection* c = connection(ctx);
-        c->begin_transaction();
-        const RcptDecision d = c->session.on_recipient(argv[0]);
-        log_rcpt_decision(*g_pseudonym, queue_id(ctx), argv[0], d);
-        const SmtpReply r = d.reply();
-        if (!r.code)
-            return SMFIS_CONTINUE;
-        smfi_setreply(ctx, const_cast<char*>(r.code), const_cast<char*>(r.xcode), const_cast<char*>(r.text));
-        return r.code[0] == '5' ? SMFIS_REJECT : SMFIS_TEMPFAIL;
-    });
-}
-
-sfsistat on_header(SMFICTX* ctx, char* name, char*)
-{
-    Connection* c = nullptr;
-    const sfsistat st = guarded(ctx, "header", [&]() -> sfsistat {
-        c = connection(ctx);
-        if (name)
-            c->session.on_header(name);
-        return SMFIS_CONTINUE;
-    });
-    if (st != SMFIS_CONTINUE && c)
-        c->failed = true; // cannot answer here; the message is tempfailed at its end
-    return (c && (c->protocol & SMFIP_NR_HDR)) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
-}
-
-// Carries out the plan; false as soon as the MTA refuses one edit.
-bool apply(SMFICTX* ctx, const EomPlan& plan, std::string& failed_call)
-{
-    for (const auto& raw : plan.delete_recipients)
-        if (smfi_delrcpt(ctx, const_cast<char*>(raw.c_str())) != MI_SUCCESS) {
-            failed_call = "smfi_delrcpt";
-            return false;
-        }
-    for (const auto& target : plan.add_recipients)
-        if (smfi_addrcpt(ctx, const_cast<char*>(target.c_str())) != MI_SUCCESS) {
-            failed_call = "smfi_addrcpt";
-            return false;
-        }
-    for (const auto& h : plan.delete_headers)
-        if (smfi_chgheader(ctx, const_cast<char*>(h.name.c_str()), h.index, nullptr) != MI_SUCCESS) {
-            failed_call = "smfi_chgheader";
-            return false;
-        }
-    return true;
-}
-
-sfsistat on_eom(SMFICTX* ctx)
-{
-    return guarded(ctx, "end of message", [&]() -> sfsistat {
-        Connection* c = connection(ctx);
-        const std::string queue = queue_id(ctx);
-        if (c->failed) {
-            logging::error("queue=" + queue + " action=tempfail reason=\"an earlier stage failed\"");
-            c->end_transaction();
-            return tempfail(ctx);
-        }
-        const EomPlan plan = c->session.plan();
-        c->end_transaction();
-        if (plan.empty())
-            return SMFIS_CONTINUE;
-        std::string failed_call;
-        if (!apply(ctx, plan, failed_call)) {
-            // Never accept a message whose rewrite did not happen.
-            logging::error("queue=" + queue + " action=tempfail reason=\"" + failed_call + " failed\"");
-            return tempfail(ctx);
-        }
-        log_rewrite(*g_pseudonym, queue, plan);
-        return SMFIS_CONTINUE;
-    });
-}
-
-sfsistat on_abort(SMFICTX* ctx)
-{
-    return guarded(ctx, "abort", [&]() -> sfsistat {
-        if (auto* c = static_cast<Connection*>(smfi_getpriv(ctx)))
-            c->end_transaction();
-        return SMFIS_CONTINUE;
-    });
-}
-
-sfsistat on_close(SMFICTX* ctx)
-{
-    // priv may be NULL: close can come without any other callback.
-    delete static_cast<Connection*>(smfi_getpriv(ctx));
-    smfi_setpriv(ctx, nullptr);
-    return SMFIS_CONTINUE;
-}
-
-bool unix_socket_dir_ok(const std::string& spec)
-{
-    std::string path;
     for (const char* p : {"unix:", "local:"})
         if (spec.rfind(p, 0) == 0)
-            path = spec.substr(std::char_traits<char>::length(p));
-    if (path.empty())
-        return true;
+            return spec.substr(std::char_traits<char>::length(p));
+    return {};
+}
+
+bool socket_dir_exists(const std::string& path)
+{
     const std::string dir = path.substr(0, path.rfind('/'));
     struct stat st {};
     if (!dir.empty() && (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) {
@@ -251,56 +40,152 @@ bool unix_socket_dir_ok(const std::string& spec)
     return true;
 }
 
+// Who the milter runs as once the socket is open: nullopt (after logging
+// why) if the configuration does not allow it to run.
+bool plan_identity(const MilterSettings& m, std::optional<Identity>& target)
+{
+    std::string error;
+    if (geteuid() == 0) {
+        if (m.user.empty()) {
+            logging::error("refusing to run as root: set milter.user to the account to switch to "
+                           "(or run as that user, as the systemd unit does)");
+            return false;
+        }
+        target = resolve_identity(m.user, m.group, error);
+    } else if (!m.user.empty()) {
+        const auto wanted = resolve_identity(m.user, m.group, error);
+        if (wanted && wanted->uid != geteuid()) {
+            logging::error("milter.user is " + m.user + " but the milter was not started as root or as that user");
+            return false;
+        }
+    }
+    if (!error.empty()) {
+        logging::error(error);
+        return false;
+    }
+    return true;
+}
+
+bool secure_socket(const MilterSettings& m, const std::string& path, const std::optional<Identity>& target)
+{
+    std::string error;
+    gid_t gid = target ? target->gid : getegid();
+    if (!m.socket_group.empty()) {
+        const auto g = resolve_group(m.socket_group, error);
+        if (!g) {
+            logging::error(error);
+            return false;
+        }
+        gid = *g;
+    }
+    const uid_t uid = target ? target->uid : static_cast<uid_t>(-1);
+    if (!set_socket_access(path, uid, gid, m.socket_mode, error)) {
+        logging::error(error);
+        return false;
+    }
+    return true;
+}
+
+// Removes the socket file only if it is still ours (a successor may already
+// listen at the same path).
+void unlink_own_socket(const std::string& path, ino_t inode)
+{
+    struct stat st {};
+    if (!path.empty() && stat(path.c_str(), &st) == 0 && st.st_ino == inode)
+        unlink(path.c_str());
+}
+
 } // namespace
 
 int run_milter(std::shared_ptr<const Config> config, std::shared_ptr<const Pseudonymizer> pseudonym)
 {
-    std::atomic_store(&g_config, config);
-    g_pseudonym = std::move(pseudonym);
-
-    smfiDesc desc{};
-    desc.xxfi_name = const_cast<char*>("impalemail-milter");
-    desc.xxfi_version = SMFI_VERSION;
-    desc.xxfi_flags = kActions;
-    desc.xxfi_envfrom = on_envfrom;
-    desc.xxfi_envrcpt = on_envrcpt;
-    desc.xxfi_header = on_header;
-    desc.xxfi_eom = on_eom;
-    desc.xxfi_abort = on_abort;
-    desc.xxfi_close = on_close;
-    desc.xxfi_negotiate = on_negotiate;
-
-    const std::string& socket = config->milter.socket;
-    if (!unix_socket_dir_ok(socket))
+    const MilterSettings& m = config->milter;
+    const std::string path = unix_socket_path(m.socket);
+    std::optional<Identity> target;
+    if ((!path.empty() && !socket_dir_exists(path)) || !plan_identity(m, target))
         return 1;
-    if (smfi_setconn(const_cast<char*>(socket.c_str())) != MI_SUCCESS || smfi_register(desc) != MI_SUCCESS) {
-        logging::error("cannot set up the milter on " + socket);
+
+    if (smfi_setconn(const_cast<char*>(m.socket.c_str())) != MI_SUCCESS || !register_callbacks(config, pseudonym)) {
+        logging::error("cannot set up the milter on " + m.socket);
         return 1;
     }
-    // The MTA runs as another user: owner and group may connect, others not.
-    const mode_t old_umask = umask(0007);
+    // Created owner-only; opened up to socket_mode once its group is right.
+    const mode_t old_umask = umask(0177);
     const int opened = smfi_opensocket(true);
     umask(old_umask);
     if (opened != MI_SUCCESS) {
-        logging::error("cannot open milter socket " + socket + " (in use, or no permission?)");
+        logging::error("cannot open milter socket " + m.socket + " (in use, or no permission?)");
         return 1;
+    }
+    struct stat socket_stat {};
+    if (!path.empty() && (stat(path.c_str(), &socket_stat) != 0 || !secure_socket(m, path, target)))
+        return 1;
+    if (target) {
+        std::string error;
+        if (!drop_privileges(*target, error)) {
+            logging::error(error);
+            return 1;
+        }
     }
 
     std::string domains;
     for (const auto& d : config->aliases.domains.list())
         domains += (domains.empty() ? "" : ",") + d;
-    logging::info("listening on " + socket + ", store " + config->redis.address + ", alias domains " + domains);
+    logging::info("listening on " + m.socket + ", store " + config->redis.address + ", alias domains " + domains +
+                  ", running as uid " + std::to_string(getuid()));
 
-    const int rc = smfi_main();
+    // libmilter's own signal thread stops everything at once on SIGTERM and,
+    // in Debian's worker-pool build, abandons the transactions in flight. So
+    // this thread waits for the signals itself while smfi_main runs in
+    // another: Linux hands a process-directed signal to the main thread first
+    // whenever it is waiting for it, and libmilter's thread never sees one.
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int s : {SIGHUP, SIGTERM, SIGINT})
+        sigaddset(&signals, s);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-    const auto deadline = std::chrono::steady_clock::now() + config->milter.shutdown_timeout;
-    int busy = g_transactions_in_flight.load();
-    if (busy > 0)
-        logging::info("stopping: waiting for " + std::to_string(busy) + " transaction(s) in flight");
-    while ((busy = g_transactions_in_flight.load()) > 0 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (busy > 0)
-        logging::warning("stopping with " + std::to_string(busy) + " transaction(s) unfinished; the MTA will tempfail them");
+    std::atomic<bool> served{false};
+    int rc = MI_FAILURE;
+    std::thread server([&] {
+        rc = smfi_main();
+        served.store(true);
+    });
+
+    bool draining = false;
+    bool stopping = false;
+    std::chrono::steady_clock::time_point deadline;
+    while (!served.load()) {
+        const timespec tick{0, 100 * 1000 * 1000};
+        const int sig = sigtimedwait(&signals, nullptr, &tick);
+        if (stopping)
+            continue;
+        if (sig == SIGINT || (sig > 0 && draining)) {
+            logging::warning("stopping now, " + std::to_string(transactions_in_flight()) +
+                             " transaction(s) unfinished; the MTA will tempfail them");
+            stopping = true;
+        } else if (sig > 0) {
+            draining = true;
+            begin_drain();
+            unlink_own_socket(path, socket_stat.st_ino); // new connections now fail; the MTA tempfails them
+            deadline = std::chrono::steady_clock::now() + m.shutdown_timeout;
+            logging::info("stopping: " + std::to_string(transactions_in_flight()) +
+                          " transaction(s) in flight, waiting up to " + std::to_string(m.shutdown_timeout.count()) +
+                          " s (signal again to stop now)");
+        }
+        if (draining && !stopping) {
+            if (transactions_in_flight() == 0) {
+                stopping = true;
+            } else if (std::chrono::steady_clock::now() >= deadline) {
+                logging::warning("stopping with " + std::to_string(transactions_in_flight()) +
+                                 " transaction(s) unfinished; the MTA will tempfail them");
+                stopping = true;
+            }
+        }
+        if (stopping)
+            smfi_stop();
+    }
+    server.join();
     logging::info("stopped");
     return rc == MI_SUCCESS ? 0 : 1;
 }

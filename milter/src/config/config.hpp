@@ -14,6 +14,13 @@ struct MilterSettings {
     std::string socket = "unix:/var/spool/postfix/impalemail/milter.sock";
     // How long SIGTERM waits for transactions in flight.
     std::chrono::seconds shutdown_timeout{15};
+    // When started as root: the account to switch to once the socket is open
+    // (group empty: the user's primary group). Required when run as root.
+    std::string user;
+    std::string group;
+    // Unix sockets only. Group empty: the milter's own group.
+    unsigned socket_mode = 0660;
+    std::string socket_group;
 };
 
 struct RedisSettings {

@@ -145,6 +145,24 @@ bool valid_host(const std::string& h)
     });
 }
 
+bool valid_account_name(const std::string& s)
+{
+    return !s.empty() && s.size() <= 32 && s.front() != '-' &&
+           std::all_of(s.begin(), s.end(), [](char c) {
+               return is_ascii_alnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+           });
+}
+
+// Octal, at most 0777, and never writable by others: anyone who can connect
+// can make the milter rewrite recipients.
+bool parse_socket_mode(const std::string& s, unsigned& mode)
+{
+    if (s.empty() || s.size() > 4 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '7'; }))
+        return false;
+    mode = static_cast<unsigned>(std::stoul(s, nullptr, 8));
+    return mode <= 0777 && (mode & 0002) == 0;
+}
+
 // libmilter connection specs.
 bool valid_milter_socket(const std::string& s)
 {
@@ -201,8 +219,19 @@ bool parse_redis_address(const std::string& s, RedisSettings& r)
 
 void read_milter(Reader& rd, const YAML::Node& n, MilterSettings& m)
 {
-    if (!rd.section(n, "milter", {"socket", "shutdown_timeout_s"}))
+    if (!rd.section(n, "milter", {"socket", "shutdown_timeout_s", "user", "group", "socket_mode", "socket_group"}))
         return;
+    for (auto [key, field] : {std::pair{"user", &m.user}, {"group", &m.group}, {"socket_group", &m.socket_group}}) {
+        const auto v = n[key];
+        if (v && rd.scalar(v, std::string("milter.") + key, *field) && !valid_account_name(*field))
+            rd.error(v, std::string("'milter.") + key + "' is not a valid user or group name");
+    }
+    if (const auto mode = n["socket_mode"]) {
+        // Read as text: YAML would take 0660 for decimal 660.
+        std::string text;
+        if (rd.scalar(mode, "milter.socket_mode", text) && !parse_socket_mode(text, m.socket_mode))
+            rd.error(mode, "'milter.socket_mode' must be an octal mode such as 0660, without write access for others");
+    }
     if (const auto s = n["socket"]) {
         if (rd.scalar(s, "milter.socket", m.socket) && !valid_milter_socket(m.socket))
             rd.error(s, "'milter.socket' must be unix:/PATH, local:/PATH, inet:PORT@HOST or inet6:PORT@HOST");

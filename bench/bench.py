@@ -1,0 +1,1048 @@
+#!/usr/bin/python3
+"""ImpaleMail benchmark: what does impalemail-milter cost Postfix?
+
+Run through bench/run.sh (see docs/benchmarks.md):
+
+    bench/run.sh            full run (~12 minutes), the numbers in docs/benchmarks.md
+    bench/run.sh --quick    the same table with shorter runs and 2 rounds (~4 minutes)
+    bench/run.sh --smoke    a few messages per cell: checks the machinery (CI, < 1 minute)
+    bench/run.sh --profile  callgrind + strace of both filters (not a benchmark)
+
+One private Postfix on 127.0.0.1, configured from contrib/postfix exactly as
+the end-to-end tests do (tests/e2e/lab.py), plus:
+  - the owners' domain discard.example, delivered by Postfix's discard(8);
+  - three smtpd listeners that differ only in smtpd_milters (master.cf -o):
+      (a) none       smtpd_milters empty; mail to sink@discard.example
+      (b) noop       bench/noop_milter.c (skips every stage it can);
+                     mail to sink@discard.example
+      (c) impalemail smtpd_milters from contrib (impalemail-milter); mail to
+                     a live alias, rewritten to its owner @discard.example,
+                     6 headers stripped
+  - a private Redis holding the aliases.
+smtp-source is the load generator; a Python probe session samples SMTP
+transaction latency at the same time.  Variants run back to back for each
+sweep point and the order rotates every round, so machine noise lands on
+all three alike; ratios are taken within a round.
+
+Everything lives in one temporary directory (/tmp/impalemail-bench-*),
+removed at the end unless --keep (or a failure) says otherwise.  Nothing in
+/etc is touched; every socket is on 127.0.0.1 or in that directory.
+Only the Python standard library is used; must run as root.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+import lab as labmod  # noqa: E402
+
+ALIAS_DOMAIN = labmod.ALIAS_DOMAIN
+DISCARD_DOMAIN = "discard.example"
+SENDER = "bench@sender.test"
+SINK = f"sink@{DISCARD_DOMAIN}"
+ALIAS = f"bench@{ALIAS_DOMAIN}"
+IDLE_ALIAS = f"idle@{ALIAS_DOMAIN}"
+MAX_RCPTS = 100
+HELO = "client.bench.test"
+
+VARIANTS = ("a", "b", "c")
+VARIANT_NAMES = {"a": "(a) no milter", "b": "(b) noop milter", "c": "(c) impalemail"}
+SIZES = {"2KB": 2 * 1024, "1MB": 1024 * 1024, "10MB": 10 * 1024 * 1024}
+
+# One factor at a time around BASE.
+BASE = {"size": "2KB", "rcpts": 1, "sessions": 20, "reuse": False}
+POINTS = [
+    ("base", {}),
+    ("body 1MB", {"size": "1MB"}),
+    ("body 10MB", {"size": "10MB"}),
+    ("rcpt 10", {"rcpts": 10}),
+    ("rcpt 100", {"rcpts": 100}),
+    ("sess 1", {"sessions": 1}),
+    ("sess 100", {"sessions": 100}),
+    ("reuse", {"reuse": True}),
+]
+# Warm-up message counts (also used to size the measured runs).
+WARMUP = {"base": 200, "body 1MB": 20, "body 10MB": 4, "rcpt 10": 100, "rcpt 100": 20,
+          "sess 1": 60, "sess 100": 300, "reuse": 300}
+
+MODES = {
+    # seconds per measured run, rounds, probe interval, idle connections
+    "full": dict(seconds=6.0, rounds=3, probe_interval=0.05, idle=500, warmup_scale=1.0),
+    "quick": dict(seconds=2.0, rounds=2, probe_interval=0.05, idle=500, warmup_scale=0.5),
+    "smoke": dict(seconds=None, rounds=1, probe_interval=0.05, idle=30, warmup_scale=0.0),
+}
+SMOKE_COUNTS = {"base": 20, "body 1MB": 4, "body 10MB": 2, "rcpt 10": 6, "rcpt 100": 3,
+                "sess 1": 5, "sess 100": 20, "reuse": 20}
+
+TARGETS = [
+    # (id, description)
+    ("T1", "(c)/(b) throughput >= 0.97 (base point)"),
+    ("T2", "(c)/(b) milter CPU per message <= 1.1 (base point)"),
+    ("T3", "(c)/(a) throughput >= 0.93 (1 MB body)"),
+    ("T4", "(c) milter CPU per message, 10 MB body <= 1.2 x 2 KB body"),
+    ("T5", "(c) milter RSS <= 50 MB with {idle} idle connections"),
+]
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(msg):
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------
+# process statistics
+# --------------------------------------------------------------------------
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_ns(pid):
+    """utime+stime of a whole process (all threads, dead ones included), in ns.
+
+    The process CPU-time clock (clock_getcpuclockid) is what /proc/PID/stat
+    prints as utime+stime, before it is rounded to clock ticks (10 ms)."""
+    return time.clock_gettime_ns(((~pid) << 3) | 2)
+
+
+def proc_ticks(pid):
+    """(utime, stime) in clock ticks from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def proc_status(pid):
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            out[k] = int(v.split()[0])  # kB
+        elif k == "Threads":
+            out[k] = int(v)
+    out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    return out
+
+
+def reset_hwm(pid):
+    # "5" resets the peak RSS (VmHWM) to the current RSS (proc(5), clear_refs).
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def machine_busy_ticks():
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = f[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+# --------------------------------------------------------------------------
+# Redis over a socket (RESP), for bulk SETs and INFO without a process each
+# --------------------------------------------------------------------------
+def resp(*args):
+    out = f"*{len(args)}\r\n".encode()
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(b), b)
+    return out
+
+
+def redis_pipeline(port, commands):
+    """Send commands, return the raw replies (simple parser: +, -, :, $)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"".join(resp(*c) for c in commands))
+        f = s.makefile("rb")
+        replies = []
+        for _ in commands:
+            line = f.readline()
+            if line[:1] == b"$":
+                n = int(line[1:])
+                replies.append(None if n < 0 else f.read(n + 2)[:-2].decode())
+            elif line[:1] == b"-":
+                raise BenchError(f"redis error: {line!r}")
+            else:
+                replies.append(line[1:].strip().decode())
+        return replies
+
+
+def redis_info(port, section):
+    text = redis_pipeline(port, [("INFO", section)])[0]
+    out = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------
+# services
+# --------------------------------------------------------------------------
+class BenchPostfix(labmod.Postfix):
+    """lab.Postfix (contrib/postfix config) + discard domain + 3 listeners."""
+
+    NOOP_SOCKET_REL = "bench-noop/noop.sock"   # relative to queue_directory
+
+    def __init__(self, workdir, ports):
+        super().__init__(workdir, port=ports["c"])
+        self.ports = ports
+        self.noop_socket = self.queue_dir / self.NOOP_SOCKET_REL
+
+    def setup(self):
+        super().setup()   # main.cf = lab base + contrib/postfix/main.cf.snippet
+        self.noop_socket.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.noop_socket.parent, 0o755)
+        (self.conf / "bench-transport").write_text(f"{DISCARD_DOMAIN}\tdiscard:\n")
+        self.postmap("bench-transport")
+        self.postconf(
+            # contrib's transport map stays, after ours (README: add to the list).
+            f"transport_maps = hash:{self.conf}/bench-transport, "
+            f"hash:{self.conf}/impalemail-transport",
+            f"relay_domains = {DISCARD_DOMAIN}",
+            # 100 concurrent sessions under load, 500 idle ones for the RSS figure.
+            "default_process_limit = 700",
+            "message_size_limit = 52428800",
+        )
+        with open(self.conf / "master.cf", "a") as f:
+            f.write("# bench: same smtpd, different smtpd_milters ((c) uses main.cf's)\n")
+            f.write(f"127.0.0.1:{self.ports['a']} inet n - n - - smtpd\n"
+                    "  -o smtpd_milters=\n")
+            f.write(f"127.0.0.1:{self.ports['b']} inet n - n - - smtpd\n"
+                    f"  -o smtpd_milters=unix:{self.NOOP_SOCKET_REL}\n")
+        self._run(["postfix", "-c", str(self.conf), "check"])
+
+    def start(self, timeout=20):
+        super().start(timeout)
+        for v in ("a", "b"):
+            labmod.wait_until(lambda: labmod.port_open(self.ports[v]), timeout,
+                              f"smtpd on {self.ports[v]}")
+
+    def queue_counts(self):
+        out = {}
+        for name in ("maildrop", "incoming", "active", "deferred", "hold"):
+            n = 0
+            for _, _, files in os.walk(self.queue_dir / name):
+                n += len(files)
+            out[name] = n
+        return out
+
+
+class NoopMilter(labmod._Service):
+    def __init__(self, binary, socket_path, logfile, wrapper=()):
+        super().__init__()
+        self.binary = Path(binary)
+        self.socket_path = Path(socket_path)
+        self.logfile = Path(logfile)
+        self.wrapper = list(wrapper)
+
+    def start(self, timeout=15):
+        with open(self.logfile, "ab") as log_f:
+            self.proc = subprocess.Popen(
+                [*self.wrapper, str(self.binary), f"unix:{self.socket_path}"],
+                stdin=subprocess.DEVNULL, stdout=log_f, stderr=subprocess.STDOUT,
+                group="postfix", extra_groups=[])
+        labmod.wait_until(lambda: self._ready(), timeout, f"noop milter on {self.socket_path}")
+
+    def _ready(self):
+        if not self.is_running():
+            raise BenchError("noop milter exited:\n" + labmod.tail(labmod._read(self.logfile)))
+        return labmod.unix_socket_accepts(self.socket_path)
+
+    def stop(self, timeout=15):
+        self._terminate(timeout)
+
+
+def stop_all(services, timeout=20):
+    """SIGTERM every service at once, then wait (libmilter takes ~5 s each)."""
+    for s in services:
+        if s is not None and s.is_running():
+            s._signal(signal.SIGTERM)
+    for s in services:
+        if s is not None:
+            s._terminate(timeout)
+
+
+def build_noop(workdir):
+    out = workdir / "noop-milter"
+    argv = ["cc", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", str(out),
+            str(HERE / "noop_milter.c"), "-lmilter", "-pthread"]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BenchError(f"building the noop milter failed:\n{' '.join(argv)}\n{r.stderr}")
+    return out
+
+
+# --------------------------------------------------------------------------
+# messages
+# --------------------------------------------------------------------------
+STRIPPED_HEADERS = 6
+
+
+def message_text(size):
+    """A message of about `size` bytes on the wire, LF line endings.
+
+    6 headers on impalemail's default strip list (2 Received, X-Mailer,
+    X-Originating-IP, User-Agent, Disposition-Notification-To)."""
+    head = (
+        "Received: from laptop.sender.test (dsl-203-0-113-7.isp.test [203.0.113.7])\n"
+        "\tby smtp.sender.test (Postfix) with ESMTPSA id 4XyZ1; Mon, 1 Jan 2024 10:00:00 +0000\n"
+        "Received: from [10.0.0.5] by relay.sender.test; Mon, 1 Jan 2024 09:59:59 +0000\n"
+        'From: "Bench Sender" <bench@sender.test>\n'
+        f"To: <{ALIAS}>\n"
+        "Subject: impalemail benchmark\n"
+        "Date: Mon, 1 Jan 2024 10:00:00 +0000\n"
+        "Message-ID: <bench-1@sender.test>\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: text/plain; charset=us-ascii\n"
+        "X-Mailer: BenchMailer 1.0\n"
+        "X-Originating-IP: [203.0.113.7]\n"
+        "User-Agent: bench/1.0\n"
+        "Disposition-Notification-To: bench@sender.test\n"
+        "\n"
+    )
+    wire = len(head) + head.count("\n")
+    lines = []
+    n = 0
+    while wire < size:
+        line = f"{n:08d} The quick brown fox jumps over the lazy dog; pack my box with five dozen."
+        lines.append(line)
+        wire += len(line) + 2
+        n += 1
+    return head + "\n".join(lines) + "\n"
+
+
+def wire_bytes(text):
+    """CRLF line endings and dot-stuffing, terminated by CRLF.CRLF."""
+    out = []
+    for line in text.split("\n")[:-1]:
+        out.append(("." + line) if line.startswith(".") else line)
+    return ("\r\n".join(out) + "\r\n.\r\n").encode()
+
+
+def recipients(base, count):
+    """What smtp-source -r COUNT -t BASE sends: COUNTbase, ..., 2base, base."""
+    return [f"{i}{base}" for i in range(count, 1, -1)] + [base]
+
+
+# --------------------------------------------------------------------------
+# latency probe
+# --------------------------------------------------------------------------
+class Probe(threading.Thread):
+    """One SMTP session beside the load, one transaction at a time, starting
+    one every `interval` seconds (or right after the previous one if that
+    took longer).
+
+    Latency of one transaction, as the client sees it: without reuse from
+    connect() to the 250 after the final dot (the banner, HELO and the
+    milter's connect and negotiation included); with reuse (-d) from MAIL to
+    that 250."""
+
+    def __init__(self, port, rcpts, payload, reuse, interval):
+        super().__init__(daemon=True)
+        self.port, self.rcpts, self.payload = port, rcpts, payload
+        self.reuse, self.interval = reuse, interval
+        self.stop_event = threading.Event()
+        self.samples = []
+        self.errors = []
+
+    def _reply(self, f, expect):
+        while True:
+            line = f.readline()
+            if not line:
+                raise BenchError(f"connection closed waiting for {expect}")
+            if line[3:4] != b"-":
+                break
+        if not line.startswith(expect):
+            raise BenchError(f"expected {expect!r}, got {line!r}")
+
+    def _connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=120)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = s.makefile("rb")
+        self._reply(f, b"220")
+        s.sendall(f"HELO {HELO}\r\n".encode())
+        self._reply(f, b"250")
+        return s, f
+
+    def run(self):
+        s = f = None
+        while not self.stop_event.is_set():
+            t0 = time.monotonic()
+            try:
+                if s is None:
+                    s, f = self._connect()
+                s.sendall(f"MAIL FROM:<{SENDER}>\r\n".encode())
+                self._reply(f, b"250")
+                for r in self.rcpts:
+                    s.sendall(f"RCPT TO:<{r}>\r\n".encode())
+                    self._reply(f, b"250")
+                s.sendall(b"DATA\r\n")
+                self._reply(f, b"354")
+                s.sendall(self.payload)
+                self._reply(f, b"250")
+                self.samples.append(time.monotonic() - t0)
+                if not self.reuse:
+                    s.sendall(b"QUIT\r\n")
+                    self._reply(f, b"221")
+                    s.close()
+                    s = f = None
+            except (OSError, BenchError) as e:
+                self.errors.append(f"{type(e).__name__}: {e}")
+                if s is not None:
+                    s.close()
+                s = f = None
+            self.stop_event.wait(max(0.0, t0 + self.interval - time.monotonic()))
+        if s is not None:
+            try:
+                s.sendall(b"QUIT\r\n")
+                self._reply(f, b"221")
+            except (OSError, BenchError):
+                pass
+            s.close()
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+# --------------------------------------------------------------------------
+# the bench
+# --------------------------------------------------------------------------
+class Bench:
+    def __init__(self, workdir, mode, milter_binary, rounds=None, seconds=None):
+        self.workdir = workdir
+        self.mode = mode
+        self.cfg = dict(MODES[mode])
+        if rounds:
+            self.cfg["rounds"] = rounds
+        if seconds:
+            self.cfg["seconds"] = seconds
+        self.ports = {v: labmod.free_port() for v in VARIANTS}
+        while len(set(self.ports.values())) < 3:
+            self.ports = {v: labmod.free_port() for v in VARIANTS}
+        self.redis = labmod.Redis(workdir / "redis")
+        self.postfix = BenchPostfix(workdir / "postfix", self.ports)
+        self.impalemail = labmod.Milter(milter_binary, workdir / "milter", self.redis.port,
+                                        self.postfix.milter_socket)
+        self.noop = None
+        self.msgfiles = {}
+        self.payloads = {}
+        self.counts = {}
+        self.runs = []          # every measured run
+        self.idle = {}
+
+    # -- setup ---------------------------------------------------------------
+    def up(self):
+        noop_bin = build_noop(self.workdir)
+        self.redis.start()
+        cmds = [("SET", f"alias:{r}", r.split("@")[0] + "@" + DISCARD_DOMAIN)
+                for r in recipients(ALIAS, MAX_RCPTS)]
+        cmds.append(("SET", f"alias:{IDLE_ALIAS}", f"idle@{DISCARD_DOMAIN}"))
+        redis_pipeline(self.redis.port, cmds)
+        self.postfix.setup()
+        self.impalemail.start()
+        self.noop = NoopMilter(noop_bin, self.postfix.noop_socket, self.workdir / "noop-milter.log")
+        self.noop.start()
+        self.postfix.start()
+        for name, size in SIZES.items():
+            text = message_text(size)
+            path = self.workdir / f"msg-{name}.eml"
+            path.write_text(text)
+            self.msgfiles[name] = path
+            self.payloads[name] = wire_bytes(text)
+
+    def down(self):
+        errors = []
+        try:
+            self.postfix.stop()
+        except Exception as e:  # noqa: BLE001 - keep stopping the rest
+            errors.append(f"postfix: {e}")
+        try:
+            stop_all([self.impalemail, self.noop])
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"milters: {e}")
+        try:
+            self.redis.stop()
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"redis: {e}")
+        if errors:
+            raise BenchError("; ".join(errors))
+
+    def milter_pid(self, v):
+        return {"a": None, "b": self.noop.pid, "c": self.impalemail.pid}[v]
+
+    def check_services(self):
+        for name, svc in (("impalemail-milter", self.impalemail), ("noop milter", self.noop),
+                          ("redis", self.redis)):
+            if not svc.is_running():
+                raise BenchError(f"{name} is not running")
+        if not self.postfix.is_running():
+            raise BenchError("postfix is not running")
+
+    def wait_queue_empty(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            q = self.postfix.queue_counts()
+            if q["deferred"] or q["hold"]:
+                raise BenchError(f"mail deferred or held (not rewritten, or not deliverable): {q}; "
+                                 f"maillog:\n{labmod.tail(self.postfix.log(), 15)}")
+            if not (q["maildrop"] or q["incoming"] or q["active"]):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"queue not empty after {timeout}s: {q}")
+            time.sleep(0.05)
+
+    # -- one run -----------------------------------------------------------
+    def params(self, point):
+        p = dict(BASE)
+        p.update(dict(POINTS)[point])
+        return p
+
+    def run_once(self, point, v, count, probe=True):
+        p = self.params(point)
+        port = self.ports[v]
+        base_rcpt = ALIAS if v == "c" else SINK
+        argv = ["smtp-source", "-s", str(p["sessions"]), "-m", str(count), "-r", str(p["rcpts"]),
+                "-f", SENDER, "-t", base_rcpt, "-M", HELO, "-F", str(self.msgfiles[p["size"]])]
+        if p["reuse"]:
+            argv.append("-d")
+        argv.append(f"127.0.0.1:{port}")
+
+        self.check_services()
+        self.wait_queue_empty()
+        mpid = self.milter_pid(v)
+        if mpid:
+            reset_hwm(mpid)
+            cpu0, ticks0 = proc_cpu_ns(mpid), proc_ticks(mpid)
+        rcpu0 = proc_cpu_ns(self.redis.pid)
+        gets0 = int(redis_info(self.redis.port, "commandstats")
+                    .get("cmdstat_get", "calls=0").split("calls=")[1].split(",")[0])
+        log_off = self.impalemail.log_offset()
+        busy0 = machine_busy_ticks()
+        pr = None
+        if probe:
+            pr = Probe(port, recipients(base_rcpt, p["rcpts"]), self.payloads[p["size"]],
+                       p["reuse"], self.cfg["probe_interval"])
+        t0 = time.monotonic()
+        if pr:
+            pr.start()
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        t1 = time.monotonic()
+        if pr:
+            pr.stop_event.set()
+            pr.join(300)
+        if mpid:
+            cpu1, ticks1 = proc_cpu_ns(mpid), proc_ticks(mpid)
+            st = proc_status(mpid)
+        rcpu1 = proc_cpu_ns(self.redis.pid)
+        gets1 = int(redis_info(self.redis.port, "commandstats")
+                    .get("cmdstat_get", "calls=0").split("calls=")[1].split(",")[0])
+        self.wait_queue_empty()
+        t2 = time.monotonic()
+        busy1 = machine_busy_ticks()
+
+        if res.returncode != 0:
+            raise BenchError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
+        if pr and pr.errors:
+            raise BenchError(f"latency probe errors on {VARIANT_NAMES[v]} / {point}: {pr.errors[:3]}")
+        probe_n = len(pr.samples) if pr else 0
+        total_msgs = count + probe_n
+        if v == "c":
+            rewrites = self.impalemail.log(log_off).count("action=rewrite")
+            if rewrites != total_msgs:
+                raise BenchError(f"impalemail rewrote {rewrites} messages, {total_msgs} were sent "
+                                 f"({point})")
+            if gets1 - gets0 != total_msgs * p["rcpts"]:
+                raise BenchError(f"Redis GETs {gets1 - gets0} != {total_msgs}x{p['rcpts']}")
+        elif gets1 != gets0:
+            raise BenchError(f"Redis GETs during {VARIANT_NAMES[v]}: {gets1 - gets0}")
+        run = {
+            "point": point, "variant": v, "count": count, "seconds": t1 - t0,
+            "rate": count / (t1 - t0), "probe_msgs": probe_n,
+            "latency": pr.samples if pr else [],
+            "machine_cpu_ms": (busy1 - busy0) * 1000.0 / CLK_TCK, "drain_seconds": t2 - t1,
+            "redis_cpu_ms": (rcpu1 - rcpu0) / 1e6, "redis_gets": gets1 - gets0,
+        }
+        if mpid:
+            run.update({"milter_cpu_ms": (cpu1 - cpu0) / 1e6,
+                        "milter_utime_ticks": ticks1[0] - ticks0[0],
+                        "milter_stime_ticks": ticks1[1] - ticks0[1],
+                        "milter_hwm_kb": st["VmHWM"], "milter_rss_kb": st["VmRSS"],
+                        "milter_threads": st["Threads"]})
+        return run
+
+    # -- phases --------------------------------------------------------------
+    def warmup(self):
+        """A short run per point and variant: starts smtpd processes, warms
+        caches, and sizes the measured runs (same count for all variants)."""
+        for point, _ in POINTS:
+            if self.mode == "smoke":
+                self.counts[point] = SMOKE_COUNTS[point]
+                continue
+            n = max(2, int(WARMUP[point] * self.cfg["warmup_scale"]))
+            rates = []
+            for v in VARIANTS:
+                r = self.run_once(point, v, n, probe=False)
+                rates.append(r["rate"])
+            count = int(min(rates) * self.cfg["seconds"])
+            self.counts[point] = max(count, self.params(point)["sessions"], 3)
+            log(f"warm-up {point:10s} rates " + " ".join(f"{x:7.1f}" for x in rates)
+                + f" msg/s -> {self.counts[point]} messages per run")
+
+    def measure(self):
+        rounds = self.cfg["rounds"]
+        for rnd in range(rounds):
+            order = VARIANTS[rnd % 3:] + VARIANTS[:rnd % 3]
+            for point, _ in POINTS:
+                for v in order:
+                    r = self.run_once(point, v, self.counts[point])
+                    r["round"] = rnd
+                    self.runs.append(r)
+                    log(f"round {rnd + 1}/{rounds} {point:10s} {VARIANT_NAMES[v]:17s} "
+                        f"{r['rate']:8.1f} msg/s" + (f"  milter {r['milter_cpu_ms']:7.1f} ms"
+                                                     if "milter_cpu_ms" in r else ""))
+
+    def idle_connections(self, v, n):
+        """RSS of the filter with n SMTP sessions open, each past a 250 to RCPT
+        (so smtpd has connected its milters and, for (c), the milter has a
+        Redis connection), then idle."""
+        pid = self.milter_pid(v)
+        rcpt = IDLE_ALIAS if v == "c" else SINK
+        self.wait_queue_empty()
+        before = proc_status(pid)
+        reset_hwm(pid)
+        clients0 = int(redis_info(self.redis.port, "clients")["connected_clients"])
+        socks = []
+        t0 = time.monotonic()
+        try:
+            for i in range(n):
+                s = socket.create_connection(("127.0.0.1", self.ports[v]), timeout=60)
+                f = s.makefile("rb")
+                socks.append((s, f))
+                for cmd, expect in ((None, b"220"), (f"HELO {HELO}", b"250"),
+                                    (f"MAIL FROM:<{SENDER}>", b"250"), (f"RCPT TO:<{rcpt}>", b"250")):
+                    if cmd:
+                        s.sendall(cmd.encode() + b"\r\n")
+                    line = f.readline()
+                    while line[3:4] == b"-":
+                        line = f.readline()
+                    if not line.startswith(expect):
+                        raise BenchError(f"idle session {i}: {cmd!r} -> {line!r}")
+            opened = time.monotonic() - t0
+            time.sleep(1.0)
+            during = proc_status(pid)
+            clients1 = int(redis_info(self.redis.port, "clients")["connected_clients"])
+            milter_socks = sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
+                               if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+        finally:
+            for s, f in socks:
+                try:
+                    s.sendall(b"QUIT\r\n")
+                except OSError:
+                    pass
+            for s, f in socks:
+                s.close()
+        return {"variant": v, "sessions": n, "open_seconds": opened,
+                "rss_before_kb": before["VmRSS"], "rss_kb": during["VmRSS"],
+                "hwm_kb": during["VmHWM"], "threads": during["Threads"], "fds": during["fds"],
+                "sockets": milter_socks, "redis_clients_added": clients1 - clients0}
+
+    def memory(self):
+        n = self.cfg["idle"]
+        for v in ("b", "c"):
+            r = self.idle_connections(v, n)
+            self.idle[v] = r
+            log(f"{n} idle sessions, {VARIANT_NAMES[v]}: RSS {r['rss_kb'] / 1024:.1f} MB "
+                f"(before {r['rss_before_kb'] / 1024:.1f} MB), {r['threads']} threads, "
+                f"{r['fds']} fds, +{r['redis_clients_added']} Redis clients")
+        time.sleep(1.0)
+        self.check_services()
+
+
+# --------------------------------------------------------------------------
+# aggregation and report
+# --------------------------------------------------------------------------
+def aggregate(runs, point, v):
+    rs = [r for r in runs if r["point"] == point and r["variant"] == v]
+    if not rs:
+        return None
+    msgs = sum(r["count"] + r["probe_msgs"] for r in rs)
+    lat = [x for r in rs for x in r["latency"]]
+    out = {
+        "rate": statistics.median(r["rate"] for r in rs),
+        "rates": [r["rate"] for r in rs],
+        "p50_ms": (percentile(lat, 50) or 0) * 1000, "p99_ms": (percentile(lat, 99) or 0) * 1000,
+        "samples": len(lat),
+        "machine_ms_per_1k": sum(r["machine_cpu_ms"] for r in rs) / msgs * 1000,
+        "redis_ms_per_1k": sum(r["redis_cpu_ms"] for r in rs) / msgs * 1000,
+    }
+    if "milter_cpu_ms" in rs[0]:
+        ut = sum(r["milter_utime_ticks"] for r in rs)
+        stt = sum(r["milter_stime_ticks"] for r in rs)
+        out.update({
+            "milter_ms_per_1k": sum(r["milter_cpu_ms"] for r in rs) / msgs * 1000,
+            "milter_ms_per_1k_by_round": [r["milter_cpu_ms"] / (r["count"] + r["probe_msgs"]) * 1000
+                                          for r in rs],
+            "milter_sys_share": stt / (ut + stt) if ut + stt else None,
+            "milter_hwm_mb": max(r["milter_hwm_kb"] for r in rs) / 1024,
+        })
+    return out
+
+
+def round_ratios(runs, point, num, den, key):
+    """Median over rounds of num/den, each ratio within one round."""
+    vals = []
+    for rnd in sorted({r["round"] for r in runs}):
+        a = [r for r in runs if r["round"] == rnd and r["point"] == point and r["variant"] == num]
+        b = [r for r in runs if r["round"] == rnd and r["point"] == point and r["variant"] == den]
+        if not a or not b:
+            continue
+        if key == "rate":
+            x, y = a[0]["rate"], b[0]["rate"]
+        else:   # milter CPU per message
+            x = a[0]["milter_cpu_ms"] / (a[0]["count"] + a[0]["probe_msgs"])
+            y = b[0]["milter_cpu_ms"] / (b[0]["count"] + b[0]["probe_msgs"])
+        if y:
+            vals.append(x / y)
+    if not vals:
+        return None, []
+    return statistics.median(vals), vals
+
+
+def fmt(x, nd=1):
+    if x is None:
+        return "-"
+    return f"{x:.{nd}f}"
+
+
+def report(bench, info):
+    runs = bench.runs
+    lines = []
+    lines.append(f"mode {bench.mode}: {bench.cfg['rounds']} round(s), variants interleaved "
+                 f"(order rotates per round); probe interval {bench.cfg['probe_interval'] * 1000:.0f} ms")
+    lines.append(f"machine: {info['nproc']} CPUs, {info['cpu']}, {info['mem']}; load before: {info['load']}")
+    lines.append("base point: 2 KB message, 1 recipient, 20 sessions, new connection per message; "
+                 "each row changes one factor")
+    lines.append("")
+    hdr = ("| point | messages/run | variant | msg/s | milter CPU ms/1k msg (sys %) | milter peak RSS MB "
+           "| p50 ms | p99 ms | latency samples | redis CPU ms/1k | machine CPU ms/1k |")
+    lines.append(hdr)
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    agg = {}
+    for point, _ in POINTS:
+        for v in VARIANTS:
+            a = aggregate(runs, point, v)
+            if a is None:
+                continue
+            agg[(point, v)] = a
+            milter = "-"
+            if "milter_ms_per_1k" in a:
+                share = a["milter_sys_share"]
+                milter = fmt(a["milter_ms_per_1k"]) + (f" ({share * 100:.0f}%)" if share is not None else "")
+            lines.append(
+                f"| {point} | {bench.counts.get(point, '-')} | {VARIANT_NAMES[v]} | {fmt(a['rate'])} | {milter} "
+                f"| {fmt(a.get('milter_hwm_mb'))} | {fmt(a['p50_ms'], 2)} | {fmt(a['p99_ms'], 2)} "
+                f"| {a['samples']} | {fmt(a['redis_ms_per_1k'])} | {fmt(a['machine_ms_per_1k'])} |")
+    lines.append("")
+    lines.append("Ratios (median over rounds of the ratio within each round; [per round]):")
+    lines.append("")
+    lines.append("| point | (c)/(b) msg/s | (c)/(a) msg/s | (b)/(a) msg/s | (c)/(b) milter CPU per msg |")
+    lines.append("|---|---:|---:|---:|---:|")
+    ratios = {}
+    for point, _ in POINTS:
+        cb, cbv = round_ratios(runs, point, "c", "b", "rate")
+        ca, cav = round_ratios(runs, point, "c", "a", "rate")
+        ba, bav = round_ratios(runs, point, "b", "a", "rate")
+        cpu, cpuv = round_ratios(runs, point, "c", "b", "cpu")
+        ratios[point] = {"c/b rate": cb, "c/a rate": ca, "b/a rate": ba, "c/b cpu": cpu,
+                         "c/b rate rounds": cbv, "c/a rate rounds": cav, "b/a rate rounds": bav,
+                         "c/b cpu rounds": cpuv}
+
+        def cell(x, xs):
+            return f"{fmt(x, 3)} [{', '.join(f'{y:.2f}' for y in xs)}]" if x is not None else "-"
+        lines.append(f"| {point} | {cell(cb, cbv)} | {cell(ca, cav)} | {cell(ba, bav)} | {cell(cpu, cpuv)} |")
+    lines.append("")
+    if bench.idle:
+        lines.append("Idle connections (each SMTP session past RCPT, then idle; RSS while they are open):")
+        lines.append("")
+        lines.append("| filter | sessions | RSS before MB | RSS MB | peak MB | threads | fds | +Redis clients |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for v, r in bench.idle.items():
+            lines.append(f"| {VARIANT_NAMES[v]} | {r['sessions']} | {r['rss_before_kb'] / 1024:.1f} "
+                         f"| {r['rss_kb'] / 1024:.1f} | {r['hwm_kb'] / 1024:.1f} | {r['threads']} "
+                         f"| {r['fds']} | {r['redis_clients_added']} |")
+        lines.append("")
+
+    # targets
+    def cpu_ratio_10mb():
+        a, b = agg.get(("body 10MB", "c")), agg.get(("base", "c"))
+        if a and b and b["milter_ms_per_1k"]:
+            return a["milter_ms_per_1k"] / b["milter_ms_per_1k"]
+        return None
+    idle_c = bench.idle.get("c")
+    values = {
+        "T1": (ratios["base"]["c/b rate"], lambda x: x >= 0.97),
+        "T2": (ratios["base"]["c/b cpu"], lambda x: x <= 1.1),
+        "T3": (ratios["body 1MB"]["c/a rate"], lambda x: x >= 0.93),
+        "T4": (cpu_ratio_10mb(), lambda x: x <= 1.2),
+        "T5": ((idle_c["rss_kb"] / 1024) if idle_c else None, lambda x: x <= 50),
+    }
+    lines.append("Targets:")
+    lines.append("")
+    targets = {}
+    for tid, desc in TARGETS:
+        val, ok = values[tid]
+        verdict = "n/a" if val is None else ("PASS" if ok(val) else "MISS")
+        targets[tid] = {"value": val, "verdict": verdict, "description": desc}
+        unit = " MB" if tid == "T5" else ""
+        lines.append(f"- {tid} {desc.format(idle=bench.cfg['idle'])}: {fmt(val, 3)}{unit} -> {verdict}")
+    return "\n".join(lines), {"aggregate": {f"{p}|{v}": a for (p, v), a in agg.items()},
+                              "ratios": ratios, "targets": targets}
+
+
+def machine_info():
+    cpu = "?"
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name"):
+            cpu = line.split(":", 1)[1].strip()
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            mem_kb = int(line.split()[1])
+    return {"nproc": os.cpu_count(), "cpu": cpu, "mem": f"{mem_kb / 1024 / 1024:.1f} GiB RAM",
+            "load": Path("/proc/loadavg").read_text().split()[:3],
+            "postfix": subprocess.run(["dpkg-query", "-W", "-f=${Version}", "postfix"],
+                                      capture_output=True, text=True).stdout,
+            "libmilter": subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libmilter1.0.1"],
+                                        capture_output=True, text=True).stdout,
+            "redis": subprocess.run(["dpkg-query", "-W", "-f=${Version}", "redis-server"],
+                                    capture_output=True, text=True).stdout}
+
+
+# --------------------------------------------------------------------------
+# profile mode: callgrind and strace of both filters under the base load
+# --------------------------------------------------------------------------
+def callgrind_by_object(outfile):
+    """Self cost (Ir) per object file and the top functions, from callgrind_annotate."""
+    r = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(outfile)],
+                       capture_output=True, text=True)
+    by_obj, funcs, total = {}, [], None
+    for line in r.stdout.splitlines():
+        s = line.strip()
+        if s.endswith("PROGRAM TOTALS"):
+            total = int(s.split()[0].replace(",", ""))
+            continue
+        if not s or not s[0].isdigit() or "[" not in s:
+            continue
+        ir = int(s.split()[0].replace(",", ""))
+        obj = Path(s.rsplit("[", 1)[1].rstrip("]")).name
+        fn = s.split(None, 2)[-1] if "(" in s.split()[1] else s.split(None, 1)[1]
+        by_obj[obj] = by_obj.get(obj, 0) + ir
+        funcs.append((ir, fn))
+    return total, by_obj, funcs[:15]
+
+
+def profile(args, workdir, milter_binary):
+    n = args.profile_messages
+    bench = Bench(workdir, "smoke", milter_binary)
+    noop_bin = build_noop(workdir)
+    cg = ["valgrind", "--tool=callgrind", "--trace-children=no",
+          f"--callgrind-out-file={workdir}/callgrind.%p.out"]
+    bench.redis.start()
+    redis_pipeline(bench.redis.port, [("SET", f"alias:{ALIAS}", f"bench@{DISCARD_DOMAIN}")])
+    bench.postfix.setup()
+    # impalemail-milter under callgrind: lab.Milter runs [binary, -c, config],
+    # so wrap the binary in a one-line script.
+    wrapper = workdir / "impalemail-callgrind.sh"
+    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(cg)} {milter_binary} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    bench.impalemail.binary = wrapper
+    bench.impalemail.start(timeout=60)
+    bench.noop = NoopMilter(noop_bin, bench.postfix.noop_socket, workdir / "noop-milter.log", wrapper=cg)
+    bench.noop.start(timeout=60)
+    bench.postfix.start()
+    for name, size in SIZES.items():
+        text = message_text(size)
+        (workdir / f"msg-{name}.eml").write_text(text)
+        bench.msgfiles[name] = workdir / f"msg-{name}.eml"
+        bench.payloads[name] = wire_bytes(text)
+    try:
+        for v in ("b", "c"):
+            argv = ["smtp-source", "-s", "4", "-m", str(n), "-f", SENDER,
+                    "-t", ALIAS if v == "c" else SINK, "-M", HELO, "-F", str(bench.msgfiles["2KB"]),
+                    f"127.0.0.1:{bench.ports[v]}"]
+            subprocess.run(argv, check=True, capture_output=True, timeout=600)
+            bench.wait_queue_empty()
+    finally:
+        bench.postfix.stop()
+        stop_all([bench.impalemail, bench.noop], timeout=120)
+    files = list(workdir.glob("callgrind.*.out"))
+    results = {}
+    for fpath in files:
+        head = fpath.read_text(errors="replace")[:2000]
+        v = "b" if "noop-milter" in head else "c"
+        total, by_obj, funcs = callgrind_by_object(fpath)
+        results[v] = {"file": str(fpath), "total_ir": total, "by_object": by_obj, "top": funcs}
+
+    # strace -c on the plain (not valgrind) filters: syscalls per message.
+    bench.impalemail.binary = Path(milter_binary)
+    bench.noop = NoopMilter(noop_bin, bench.postfix.noop_socket, workdir / "noop-milter.log")
+    bench.impalemail.start()
+    bench.noop.start()
+    bench.postfix.start()
+    strace = {}
+    try:
+        for v in ("b", "c"):
+            pid = bench.milter_pid(v)
+            sfile = workdir / f"strace-{v}.txt"
+            tr = subprocess.Popen(["strace", "-c", "-f", "-o", str(sfile), "-p", str(pid)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            argv = ["smtp-source", "-s", "4", "-m", str(n), "-f", SENDER,
+                    "-t", ALIAS if v == "c" else SINK, "-M", HELO, "-F", str(bench.msgfiles["2KB"]),
+                    f"127.0.0.1:{bench.ports[v]}"]
+            subprocess.run(argv, check=True, capture_output=True, timeout=600)
+            time.sleep(0.5)
+            tr.send_signal(signal.SIGINT)
+            tr.wait(30)
+            strace[v] = parse_strace(sfile.read_text(), n)
+            bench.wait_queue_empty()
+    finally:
+        bench.down()
+
+    lines = [f"profile: {n} messages of 2 KB, 4 sessions, new connection per message", ""]
+    for v in ("b", "c"):
+        r = results.get(v)
+        if not r:
+            lines.append(f"{VARIANT_NAMES[v]}: no callgrind output")
+            continue
+        lines.append(f"{VARIANT_NAMES[v]}: callgrind {r['total_ir']:,} Ir total, "
+                     f"{r['total_ir'] / n:,.0f} Ir per message (start-up included)")
+        for obj, ir in sorted(r["by_object"].items(), key=lambda x: -x[1])[:8]:
+            lines.append(f"    {ir / n:>10,.0f} Ir/msg  {ir / r['total_ir'] * 100:5.1f}%  {obj}")
+        lines.append("  top functions (self):")
+        for ir, fn in r["top"][:12]:
+            lines.append(f"    {ir / n:>10,.0f} Ir/msg  {fn}")
+        lines.append("")
+    for v in ("b", "c"):
+        s = strace.get(v)
+        if not s:
+            continue
+        lines.append(f"{VARIANT_NAMES[v]}: {s['calls_per_msg']:.1f} syscalls per message "
+                     f"({', '.join(f'{k} {c:.1f}' for k, c in s['top'])})")
+    text = "\n".join(lines)
+    (workdir / "profile.json").write_text(json.dumps({"callgrind": results, "strace": strace}, indent=2))
+    return text
+
+
+def parse_strace(text, n):
+    calls = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[-1] != "total":
+            try:
+                c = int(parts[3])
+            except ValueError:
+                continue
+            calls[parts[-1]] = c
+    total = sum(calls.values())
+    top = sorted(((k, c / n) for k, c in calls.items()), key=lambda x: -x[1])[:8]
+    return {"calls_per_msg": total / n, "top": top, "raw": calls}
+
+
+# --------------------------------------------------------------------------
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="impalemail-milter benchmark (see docs/benchmarks.md)")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="shorter runs, 2 rounds (~4 minutes)")
+    g.add_argument("--smoke", action="store_true",
+                   help="a few messages per cell; fails only if the machinery breaks (CI)")
+    g.add_argument("--profile", action="store_true",
+                   help="callgrind + strace of the noop and impalemail filters instead of the benchmark")
+    ap.add_argument("--rounds", type=int, help="override the number of rounds")
+    ap.add_argument("--seconds", type=float, help="override the target seconds per measured run")
+    ap.add_argument("--profile-messages", type=int, default=500)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--json", help="also write the results (every run) to this file")
+    ap.add_argument("--milter", default=str(labmod.milter_binary()),
+                    help="impalemail-milter binary (default $IMPALEMAIL_MILTER or build/)")
+    args = ap.parse_args(argv)
+
+    if os.geteuid() != 0:
+        sys.exit("bench must run as root (Postfix master needs it)")
+    for tool in ("smtp-source", "redis-server", "postfix", "cc"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: run scripts/install-deps.sh")
+    milter_binary = Path(args.milter)
+    if not milter_binary.is_file():
+        sys.exit(f"{milter_binary} missing: run scripts/build.sh")
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+
+    workdir = Path(tempfile.mkdtemp(prefix="impalemail-bench-"))
+    os.chmod(workdir, 0o755)
+    ok = False
+    info = machine_info()
+    t_start = time.monotonic()
+    bench = None
+    try:
+        if args.profile:
+            if shutil.which("valgrind") is None or shutil.which("strace") is None:
+                sys.exit("--profile needs valgrind and strace (scripts/install-deps.sh)")
+            print(profile(args, workdir, milter_binary))
+            ok = True
+            return 0
+        bench = Bench(workdir, mode, milter_binary, args.rounds, args.seconds)
+        log(f"work directory {workdir}; SMTP ports a={bench.ports['a']} b={bench.ports['b']} "
+            f"c={bench.ports['c']}")
+        bench.up()
+        bench.warmup()
+        bench.measure()
+        bench.memory()
+        text, summary = report(bench, info)
+        elapsed = time.monotonic() - t_start
+        print(text)
+        print(f"\n(elapsed {elapsed:.0f} s)")
+        data = {"mode": mode, "machine": info, "config": bench.cfg, "counts": bench.counts,
+                "runs": bench.runs, "idle": bench.idle, "elapsed_s": elapsed, **summary}
+        (workdir / "results.json").write_text(json.dumps(data, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(data, indent=1))
+        ok = True
+        return 0
+    except (BenchError, labmod.LabError, subprocess.SubprocessError, OSError) as e:
+        log(f"FAILED: {type(e).__name__}: {e}")
+        return 1
+    finally:
+        try:
+            if bench is not None:
+                bench.down()
+        except Exception as e:  # noqa: BLE001
+            log(f"teardown: {e}")
+            ok = False
+        if ok and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"work directory kept: {workdir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+#include "adapter/milter_callbacks.hpp"
+
+#include "core/message_session.hpp"
+#include "log/decision_log.hpp"
+#include "log/logger.hpp"
+#include "store/redis_store.hpp"
+
+#include <libmilter/mfapi.h>
+
+#include <atomic>
+#include <string>
+
+namespace impalemail {
+
+namespace {
+
+// Set once before smfi_main; connections take their own reference so a later
+// swap never changes the config under a transaction in flight.
+std::shared_ptr<const Config> g_config;
+std::shared_ptr<const Pseudonymizer> g_pseudonym;
+std::atomic<int> g_transactions_in_flight{0};
+std::atomic<bool> g_draining{false};
+
+constexpr unsigned long kActions = SMFIF_ADDRCPT | SMFIF_DELRCPT | SMFIF_CHGHDRS;
+// Stages we never look at: the MTA need not send them at all.
+constexpr unsigned long kSkippedSteps =
+    SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOBODY | SMFIP_NOEOH | SMFIP_NOUNKNOWN | SMFIP_NODATA;
+// Stages we see but never answer except "continue".
+constexpr unsigned long kNoReplySteps = SMFIP_NR_MAIL | SMFIP_NR_HDR;
+
+// Per MTA connection: pins one config snapshot and owns one Redis connection,
+// reused across the connection's messages.
+struct Connection {
+    explicit Connection(std::shared_ptr<const Config> cfg)
+        : config(std::move(cfg)), store(config->redis), session(config->aliases, store)
+    {
+    }
+    ~Connection() { end_transaction(); }
+
+    void begin_transaction()
+    {
+        if (!in_transaction) {
+            in_transaction = true;
+            // Transactions begun while the milter drains are refused at RCPT
+            // and not waited for.
+            admitted = !g_draining.load();
+            if (admitted)
+                ++g_transactions_in_flight;
+        }
+    }
+    void end_transaction()
+    {
+        session.reset();
+        failed = false;
+        if (in_transaction) {
+            in_transaction = false;
+            if (admitted)
+                --g_transactions_in_flight;
+        }
+    }
+
+    std::shared_ptr<const Config> config;
+    RedisStore store;
+    MessageSession session;
+    unsigned long protocol = 0; // negotiated SMFIP_* flags
+    bool in_transaction = false;
+    bool admitted = false; // begun before a drain started
+    bool failed = false; // an error in a stage that could not reply
+};
+
+Connection* connection(SMFICTX* ctx)
+{
+    auto* c = static_cast<Connection*>(smfi_getpriv(ctx));
+    if (!c) {
+        c = new Connection(std::atomic_load(&g_config));
+        smfi_setpriv(ctx, c);
+    }
+    return c;
+}
+
+std::string queue_id(SMFICTX* ctx)
+{
+    const char* id = smfi_getsymval(ctx, const_cast<char*>("i"));
+    return id && *id ? id : "NOQUEUE";
+}
+
+sfsistat tempfail(SMFICTX* ctx)
+{
+    smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
+                  const_cast<char*>("Alias service temporarily unavailable, try again later"));
+    return SMFIS_TEMPFAIL;
+}
+
+// No C++ exception may unwind into libmilter's C code; one that escapes a
+// callback becomes a tempfail, which loses nothing.
+template <class Body>
+sfsistat guarded(SMFICTX* ctx, const char* stage, Body&& body) noexcept
+{
+    try {
+        return body();
+    } catch (const std::exception& e) {
+        try {
+            logging::error(std::string("internal error in ") + stage + ": " + e.what());
+        } catch (...) {
+        }
+    } catch (...) {
+        logging::error(std::string("internal error in ") + stage);
+    }
+    return tempfail(ctx);
+}
+
+sfsistat on_negotiate(SMFICTX* ctx, unsigned long f0, unsigned long f1, unsigned long, unsigned long,
+                      unsigned long* pf0, unsigned long* pf1, unsigned long* pf2, unsigned long* pf3)
+{
+    return guarded(ctx, "negotiate", [&]() -> sfsistat {
+        if ((f0 & kActions) != kActions) {
+            logging::error("the MTA does not allow adding and deleting recipients and deleting headers; "
+                           "refusing to filter");
+            return SMFIS_REJECT;
+        }
+        *pf0 = kActions;
+        *pf1 = (kSkippedSteps | kNoReplySteps) & f1;
+        *pf2 = 0;
+        *pf3 = 0;
+        if (f0 & SMFIF_SETSYMLIST) {
+            // Only the queue id, for logs; the MTA's default macro sets are
+            // bytes we would receive and ignore on every command.
+            *pf0 |= SMFIF_SETSYMLIST;
+            for (int stage : {SMFIM_ENVFROM, SMFIM_ENVRCPT, SMFIM_EOM})
+                smfi_setsymlist(ctx, stage, const_cast<char*>("i"));
+        }
+        connection(ctx)->protocol = *pf1;
+        return SMFIS_CONTINUE;
+    });
+}
+
+sfsistat on_envfrom(SMFICTX* ctx, char**)
+{
+    return guarded(ctx, "MAIL", [&]() -> sfsistat {
+        Connection* c = connection(ctx);
+        c->end_transaction(); // a transaction the MTA never closed
+        c->begin_transaction();
+        return (c->protocol & SMFIP_NR_MAIL) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
+    });
+}
+
+sfsistat on_envrcpt(SMFICTX* ctx, char** argv)
+{
+    return guarded(ctx, "RCPT", [&]() -> sfsistat {
+        if (!argv || !argv[0])
+            return tempfail(ctx);
+        Connection* c = connection(ctx);
+        c->begin_transaction();
+        if (!c->admitted) {
+            smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.2"),
+                          const_cast<char*>("Service shutting down, try again later"));
+            return SMFIS_TEMPFAIL;
+        }
+        const RcptDecision d = c->session.on_recipient(argv[0]);
+        log_rcpt_decision(*g_pseudonym, queue_id(ctx), argv[0], d);
+        const SmtpReply r = d.reply();
+        if (!r.code)
+            return SMFIS_CONTINUE;
+        smfi_setreply(ctx, const_cast<char*>(r.code), const_cast<char*>(r.xcode), const_cast<char*>(r.text));
+        return r.code[0] == '5' ? SMFIS_REJECT : SMFIS_TEMPFAIL;
+    });
+}
+
+sfsistat on_header(SMFICTX* ctx, char* name, char*)
+{
+    Connection* c = nullptr;
+    const sfsistat st = guarded(ctx, "header", [&]() -> sfsistat {
+        c = connection(ctx);
+        if (name)
+            c->session.on_header(name);
+        return SMFIS_CONTINUE;
+    });
+    if (st != SMFIS_CONTINUE && c)
+        c->failed = true; // cannot answer here; the message is tempfailed at its end
+    return (c && (c->protocol & SMFIP_NR_HDR)) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
+}
+
+// Carries out the plan; false as soon as the MTA refuses one edit.
+bool apply(SMFICTX* ctx, const EomPlan& plan, std::string& failed_call)
+{
+    for (const auto& raw : plan.delete_recipients)
+        if (smfi_delrcpt(ctx, const_cast<char*>(raw.c_str())) != MI_SUCCESS) {
+            failed_call = "smfi_delrcpt";
+            return false;
+        }
+    for (const auto& target : plan.add_recipients)
+        if (smfi_addrcpt(ctx, const_cast<char*>(target.c_str())) != MI_SUCCESS) {
+            failed_call = "smfi_addrcpt";
+            return false;
+        }
+    for (const auto& h : plan.delete_headers)
+        if (smfi_chgheader(ctx, const_cast<char*>(h.name.c_str()), h.index, nullptr) != MI_SUCCESS) {
+            failed_call = "smfi_chgheader";
+            return false;
+        }
+    return true;
+}
+
+sfsistat on_eom(SMFICTX* ctx)
+{
+    return guarded(ctx, "end of message", [&]() -> sfsistat {
+        Connection* c = connection(ctx);
+        const std::string queue = queue_id(ctx);
+        if (c->failed) {
+            logging::error("queue=" + queue + " action=tempfail reason=\"an earlier stage failed\"");
+            c->end_transaction();
+            return tempfail(ctx);
+        }
+        const EomPlan plan = c->session.plan();
+        c->end_transaction();
+        if (plan.empty())
+            return SMFIS_CONTINUE;
+        std::string failed_call;
+        if (!apply(ctx, plan, failed_call)) {
+            // Never accept a message whose rewrite did not happen.
+            logging::error("queue=" + queue + " action=tempfail reason=\"" + failed_call + " failed\"");
+            return tempfail(ctx);
+        }
+        log_rewrite(*g_pseudonym, queue, plan);
+        return SMFIS_CONTINUE;
+    });
+}
+
+sfsistat on_abort(SMFICTX* ctx)
+{
+    return guarded(ctx, "abort", [&]() -> sfsistat {
+        if (auto* c = static_cast<Connection*>(smfi_getpriv(ctx)))
+            c->end_transaction();
+        return SMFIS_CONTINUE;
+    });
+}
+
+sfsistat on_close(SMFICTX* ctx)
+{
+    // priv may be NULL: close can come without any other callback.
+    delete static_cast<Connection*>(smfi_getpriv(ctx));
+    smfi_setpriv(ctx, nullptr);
+    return SMFIS_CONTINUE;
+}
+
+} // namespace
+
+bool register_callbacks(std::shared_ptr<const Config> config, std::shared_ptr<const Pseudonymizer> pseudonym)
+{
+    std::atomic_store(&g_config, std::move(config));
+    g_pseudonym = std::move(pseudonym);
+
+    smfiDesc desc{};
+    desc.xxfi_name = const_cast<char*>("impalemail-milter");
+    desc.xxfi_version = SMFI_VERSION;
+    desc.xxfi_flags = kActions;
+    desc.xxfi_envfrom = on_envfrom;
+    desc.xxfi_envrcpt = on_envrcpt;
+    desc.xxfi_header = on_header;
+    desc.xxfi_eom = on_eom;
+    desc.xxfi_abort = on_abort;
+    desc.xxfi_close = on_close;
+    desc.xxfi_negotiate = on_negotiate;
+    return smfi_register(desc) == MI_SUCCESS;
+}
+
+void begin_drain() noexcept
+{
+    g_draining.store(true);
+}
+
+int transactions_in_flight() noexcept
+{
+    return g_transactions_in_flight.load();
+}
+
+} // namespace impalemail
