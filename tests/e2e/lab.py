@@ -167,6 +167,19 @@ class _Service:
         if self.pid is not None and self.is_running():
             os.kill(self.pid, sig)
 
+    def thread_count(self):
+        """Number of threads of the running process (the `Threads:` line of
+        /proc/PID/status), or None if it is not running."""
+        if self.pid is None or not self.is_running():
+            return None
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            return None
+        return None
+
     def _wait_exit(self, timeout):
         if self.proc is not None:
             try:
@@ -246,6 +259,12 @@ class Redis(_Service):
     def restart(self):
         self.stop()
         self.start()
+
+    def kill(self):
+        """SIGKILL (a crash: no shutdown save, no AOF fsync beyond the configured policy)."""
+        self._signal(signal.SIGKILL)
+        self._wait_exit(5)
+        self._reap()
 
     def pause(self):
         """SIGSTOP: Redis keeps its port open but answers nothing (a hung server)."""
@@ -607,8 +626,18 @@ def raw_headers(raw):
 class Postfix:
     """A private Postfix instance built from contrib/postfix like an admin would."""
 
-    def __init__(self, workdir, port=None, contrib_dir=CONTRIB_POSTFIX):
+    def __init__(self, workdir, port=None, contrib_dir=CONTRIB_POSTFIX, extra_mailboxes=None):
         self.workdir = Path(workdir).resolve()
+        # MAILBOXES plus extra_mailboxes ({address: maildir relative to the
+        # base, ending in "/"}); their domains must be real.example or
+        # other.example (the lab's virtual_mailbox_domains).
+        self.mailboxes = dict(MAILBOXES)
+        for addr, maildir in (extra_mailboxes or {}).items():
+            if addr.split("@")[-1].lower() not in ("real.example", "other.example"):
+                raise LabError(f"extra mailbox {addr}: domain must be real.example or other.example")
+            if not maildir.endswith("/"):
+                raise LabError(f"extra mailbox {addr}: Maildir path {maildir!r} must end in '/'")
+            self.mailboxes[addr.lower()] = maildir
         self.port = port or free_port()
         self.contrib_dir = Path(contrib_dir)
         self.conf = self.workdir / "conf"
@@ -642,7 +671,7 @@ class Postfix:
         (self.conf / "master.cf").write_text(
             MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
         (self.conf / "vmailbox").write_text(
-            "".join(f"{a}\t{m}\n" for a, m in MAILBOXES.items()))
+            "".join(f"{a}\t{m}\n" for a, m in self.mailboxes.items()))
         for name in ("impalemail-virtual", "impalemail-transport", "impalemail-header_checks"):
             shutil.copy(self.contrib_dir / name, self.conf / name)
         self.postmap("vmailbox", "impalemail-virtual", "impalemail-transport")
@@ -706,7 +735,7 @@ class Postfix:
 
     # -- inspecting ----------------------------------------------------------
     def maildir_path(self, addr):
-        return self.vmail / MAILBOXES[addr.lower()]
+        return self.vmail / self.mailboxes[addr.lower()]
 
     def maildir(self, addr):
         """Raw bytes of every message in addr's Maildir (new/ and cur/), oldest first."""

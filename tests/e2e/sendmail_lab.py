@@ -391,6 +391,7 @@ class Sendmail(_Service):
         (self.etc / "local-host-names").write_text(f"{HOSTNAME}\nlocalhost\n")
         (self.etc / "aliases").write_text("postmaster: root\nMAILER-DAEMON: postmaster\n")
         shutil.copy(self.root / "etc/mail/helpfile", self.etc / "helpfile")
+        (self.workdir / "statistics").touch()
         shutil.copy(self.contrib_dir / "impalemail-hold", self.hold)
         os.chmod(self.hold, 0o755)
 

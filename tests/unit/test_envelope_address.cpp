@@ -100,3 +100,12 @@ TEST_CASE("hostile input neither crashes nor hangs")
     CHECK(parse_envelope_address("<\"\\").problem == AddressProblem::Unparseable);
     CHECK(parse_envelope_address("<@:>").problem != AddressProblem::None);
 }
+
+TEST_CASE("the source route can be removed from a raw argument")
+{
+    CHECK(without_source_route("<@a.example,@b.example:Shop@Alias.example.org>") == "<Shop@Alias.example.org>");
+    CHECK(without_source_route("@a.example:shop@alias.example.org") == "shop@alias.example.org");
+    CHECK(without_source_route("<shop@alias.example.org>").empty());
+    CHECK(without_source_route("<@no-colon.example>").empty());
+    CHECK(without_source_route("").empty());
+}

@@ -175,3 +175,11 @@ TEST_CASE_METHOD(Fixture, "a thousand recipients mixing live, dead and foreign")
     CHECK(plan.delete_recipients.size() == static_cast<std::size_t>(accepted));
     CHECK(plan.add_recipients.size() == 7);
 }
+
+TEST_CASE_METHOD(Fixture, "a source-routed alias is deleted in both spellings")
+{
+    store.set("alias:shop@alias.example.org", "alice@real.example");
+    CHECK(session.on_recipient("<@relay.example:Shop@alias.example.org>").outcome == RcptOutcome::Accepted);
+    CHECK(session.plan().delete_recipients ==
+          std::vector<std::string>{"<@relay.example:Shop@alias.example.org>", "<Shop@alias.example.org>"});
+}

@@ -186,6 +186,20 @@ EnvelopeAddress parse_envelope_address(std::string_view raw)
     return result;
 }
 
+std::string without_source_route(std::string_view raw)
+{
+    const std::string_view arg = trim(raw);
+    const std::size_t start = (!arg.empty() && arg.front() == '<') ? 1 : 0;
+    if (arg.size() <= start || arg[start] != '@')
+        return {};
+    const std::size_t colon = arg.find(':', start);
+    if (colon == std::string_view::npos)
+        return {};
+    std::string out(arg.substr(0, start));
+    out.append(arg.substr(colon + 1));
+    return out;
+}
+
 std::string_view describe(AddressProblem problem) noexcept
 {
     switch (problem) {

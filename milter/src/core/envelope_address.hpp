@@ -38,4 +38,9 @@ EnvelopeAddress parse_envelope_address(std::string_view raw);
 
 std::string_view describe(AddressProblem problem) noexcept;
 
+// The raw argument without its source route ("<@a,@b:user@d>" gives
+// "<user@d>"), or an empty string when it has none. MTAs differ in which of
+// the two forms they store and match a recipient deletion against.
+std::string without_source_route(std::string_view raw);
+
 } // namespace impalemail

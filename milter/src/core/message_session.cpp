@@ -108,6 +108,10 @@ EomPlan MessageSession::plan() const
     std::vector<std::string> seen_target;
     for (const auto& a : accepted_) {
         push_unique(seen_raw, plan.delete_recipients, a.raw, a.raw);
+        // Deleting an address the MTA does not hold is a no-op, so both forms
+        // of a source-routed recipient are deleted.
+        if (std::string routeless = without_source_route(a.raw); !routeless.empty())
+            push_unique(seen_raw, plan.delete_recipients, routeless, routeless);
         push_unique(seen_target, plan.add_recipients, mailbox_identity(a.target), a.target);
     }
     plan.delete_headers = tally_.deletions();
