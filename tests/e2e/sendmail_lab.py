@@ -118,6 +118,23 @@ def sendmail_version(cache=None):
     return m.group(1) if m else "?"
 
 
+def m4_cf(mc_text, root=None):
+    """sendmail.cf text built by m4 from mc_text (which must not include cf.m4 itself)."""
+    root = Path(root or sendmail_root())
+    cfdir = root / "usr/share/sendmail/cf"
+    text = f"include(`{cfdir}/m4/cf.m4')dnl\n" + mc_text
+    out = _run(["m4", f"-D_CF_DIR_={cfdir}/", "-"], input=text, timeout=30)
+    if out.stderr.strip():
+        raise LabError(f"m4 printed errors:\n{out.stderr}")
+    return out.stdout
+
+
+def cf_header_definition(cf_text, name):
+    """The H line for header `name` in a .cf, continuation lines included."""
+    m = re.search(rf"^H(?:\?[^?]*\?)?{re.escape(name)}:.*(?:\n[ \t].*)*", cf_text, re.M)
+    return m.group(0) if m else None
+
+
 # --------------------------------------------------------------------------
 # syslog listener (a separate process, so a detached Sendmail keeps logging)
 # --------------------------------------------------------------------------

@@ -116,15 +116,6 @@ class Alias:
     revoked_before: float = None    # time.time() just before the DEL was sent
     revoked_after: float = None     # time.time() after the DEL was answered
 
-    def dead_from(self):
-        """Earliest moment the alias can have been dead (None: never)."""
-        times = []
-        if self.revoked_before is not None:
-            times.append(self.revoked_before)
-        if self.ttl_s is not None:
-            times.append(self.set_at + self.ttl_s - EXPIRY_TOLERANCE_S)
-        return min(times) if times else None
-
     def surely_dead_from(self):
         """Moment from which the alias was certainly dead (None: never)."""
         times = []
@@ -220,10 +211,6 @@ class WorkQueue:
                     return None
                 wait = 0.2 if not self.heap else min(0.2, self.heap[0][0] - now)
                 self.cond.wait(max(wait, 0.001))
-
-    def leftovers(self):
-        with self.cond:
-            return [m for _, _, m in self.heap]
 
 
 # --------------------------------------------------------------------------
