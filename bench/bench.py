@@ -862,95 +862,107 @@ def callgrind_by_object(outfile):
 
 
 def profile(args, workdir, milter_binary):
+    """Instructions (callgrind) and system calls (strace -c) per message of
+    both filters, for 2 KB and 10 MB messages (4 sessions, 1 recipient)."""
     n = args.profile_messages
     bench = Bench(workdir, "smoke", milter_binary)
     noop_bin = build_noop(workdir)
-    cg = ["valgrind", "--tool=callgrind", "--trace-children=no",
-          f"--callgrind-out-file={workdir}/callgrind.%p.out"]
+    cgdir = workdir / "callgrind"
+    cgdir.mkdir()
+    os.chmod(cgdir, 0o777)   # impalemail-milter drops root before it dumps
+    vgdb = cgdir / "vgdb-pipe"
+
+    def cg(name):
+        return ["valgrind", "--tool=callgrind", f"--vgdb-prefix={vgdb}",
+                f"--callgrind-out-file={cgdir}/{name}.out"]
     bench.redis.start()
     redis_pipeline(bench.redis.port, [("SET", f"alias:{ALIAS}", f"bench@{DISCARD_DOMAIN}")])
     bench.postfix.setup()
-    # impalemail-milter under callgrind: lab.Milter runs [binary, -c, config],
-    # so wrap the binary in a one-line script.
-    wrapper = workdir / "impalemail-callgrind.sh"
-    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(cg)} {milter_binary} \"$@\"\n")
-    os.chmod(wrapper, 0o755)
-    bench.impalemail.binary = wrapper
-    bench.impalemail.start(timeout=60)
-    bench.noop = NoopMilter(noop_bin, bench.postfix.noop_socket, workdir / "noop-milter.log", wrapper=cg)
-    bench.noop.start(timeout=60)
-    bench.postfix.start()
     for name, size in SIZES.items():
         text = message_text(size)
         (workdir / f"msg-{name}.eml").write_text(text)
         bench.msgfiles[name] = workdir / f"msg-{name}.eml"
         bench.payloads[name] = wire_bytes(text)
+
+    def load(v, size, count):
+        argv = ["smtp-source", "-s", "4", "-m", str(count), "-f", SENDER,
+                "-t", ALIAS if v == "c" else SINK, "-M", HELO, "-F", str(bench.msgfiles[size]),
+                f"127.0.0.1:{bench.ports[v]}"]
+        subprocess.run(argv, check=True, capture_output=True, timeout=900)
+        bench.wait_queue_empty()
+
+    sizes = {"2KB": n, "10MB": max(10, n // 10)}
+    results = {}
+    # lab.Milter runs [binary, -c, config]: wrap the binary in a script.
+    wrapper = workdir / "impalemail-callgrind.sh"
+    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(cg('impalemail'))} {milter_binary} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    bench.impalemail.binary = wrapper
     try:
-        for v in ("b", "c"):
-            argv = ["smtp-source", "-s", "4", "-m", str(n), "-f", SENDER,
-                    "-t", ALIAS if v == "c" else SINK, "-M", HELO, "-F", str(bench.msgfiles["2KB"]),
-                    f"127.0.0.1:{bench.ports[v]}"]
-            subprocess.run(argv, check=True, capture_output=True, timeout=600)
-            bench.wait_queue_empty()
+        bench.impalemail.start(timeout=120)
+        bench.noop = NoopMilter(noop_bin, bench.postfix.noop_socket, workdir / "noop-milter.log",
+                                wrapper=cg("noop"))
+        bench.noop.start(timeout=120)
+        bench.postfix.start()
+        for size, count in sizes.items():
+            for v in ("b", "c"):
+                pid = str(bench.milter_pid(v))
+                load(v, size, 3)   # warm: connections, Redis, code paths
+                ctl = ["callgrind_control", f"--vgdb-prefix={vgdb}"]
+                subprocess.run(ctl + ["--zero", pid], check=True, capture_output=True, timeout=120)
+                load(v, size, count)
+                subprocess.run(ctl + [f"--dump={size}", pid], check=True, capture_output=True, timeout=120)
+                dumps = sorted(cgdir.glob(("impalemail" if v == "c" else "noop") + ".out.*"),
+                               key=lambda p: p.stat().st_mtime)
+                total, by_obj, funcs = callgrind_by_object(dumps[-1])
+                results[f"{v} {size}"] = {"file": str(dumps[-1]), "messages": count, "total_ir": total,
+                                          "by_object": by_obj, "top": funcs}
+                log(f"callgrind {VARIANT_NAMES[v]} {size}: {total / count:,.0f} Ir per message")
     finally:
         bench.postfix.stop()
         stop_all([bench.impalemail, bench.noop], timeout=120)
-    files = list(workdir.glob("callgrind.*.out"))
-    results = {}
-    for fpath in files:
-        head = fpath.read_text(errors="replace")[:2000]
-        v = "b" if "noop-milter" in head else "c"
-        total, by_obj, funcs = callgrind_by_object(fpath)
-        results[v] = {"file": str(fpath), "total_ir": total, "by_object": by_obj, "top": funcs}
 
-    # strace -c on the plain (not valgrind) filters: syscalls per message.
+    # strace -c on the plain filters: system calls per message.
     bench.impalemail.binary = Path(milter_binary)
     bench.noop = NoopMilter(noop_bin, bench.postfix.noop_socket, workdir / "noop-milter.log")
-    bench.impalemail.start()
-    bench.noop.start()
-    bench.postfix.start()
     strace = {}
     try:
+        bench.impalemail.start()
+        bench.noop.start()
+        bench.postfix.start()
         for v in ("b", "c"):
-            pid = bench.milter_pid(v)
+            load(v, "2KB", 3)
             sfile = workdir / f"strace-{v}.txt"
-            tr = subprocess.Popen(["strace", "-c", "-f", "-o", str(sfile), "-p", str(pid)],
+            tr = subprocess.Popen(["strace", "-c", "-f", "-o", str(sfile), "-p", str(bench.milter_pid(v))],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-            argv = ["smtp-source", "-s", "4", "-m", str(n), "-f", SENDER,
-                    "-t", ALIAS if v == "c" else SINK, "-M", HELO, "-F", str(bench.msgfiles["2KB"]),
-                    f"127.0.0.1:{bench.ports[v]}"]
-            subprocess.run(argv, check=True, capture_output=True, timeout=600)
-            time.sleep(0.5)
+            load(v, "2KB", n)
             tr.send_signal(signal.SIGINT)
             tr.wait(30)
             strace[v] = parse_strace(sfile.read_text(), n)
-            bench.wait_queue_empty()
     finally:
         bench.down()
 
-    lines = [f"profile: {n} messages of 2 KB, 4 sessions, new connection per message", ""]
-    for v in ("b", "c"):
-        r = results.get(v)
-        if not r:
-            lines.append(f"{VARIANT_NAMES[v]}: no callgrind output")
-            continue
-        lines.append(f"{VARIANT_NAMES[v]}: callgrind {r['total_ir']:,} Ir total, "
-                     f"{r['total_ir'] / n:,.0f} Ir per message (start-up included)")
-        for obj, ir in sorted(r["by_object"].items(), key=lambda x: -x[1])[:8]:
-            lines.append(f"    {ir / n:>10,.0f} Ir/msg  {ir / r['total_ir'] * 100:5.1f}%  {obj}")
-        lines.append("  top functions (self):")
-        for ir, fn in r["top"][:12]:
-            lines.append(f"    {ir / n:>10,.0f} Ir/msg  {fn}")
+    lines = [f"profile: 2 KB messages x {sizes['2KB']}, 10 MB x {sizes['10MB']}; 4 sessions, "
+             "1 recipient, new connection per message; counters zeroed after a warm-up", ""]
+    for key, r in results.items():
+        m = r["messages"]
+        v, size = key.split()
+        lines.append(f"{VARIANT_NAMES[v]}, {size}: {r['total_ir'] / m:,.0f} instructions per message")
+        for obj, ir in sorted(r["by_object"].items(), key=lambda x: -x[1])[:7]:
+            lines.append(f"    {ir / m:>9,.0f}  {ir / r['total_ir'] * 100:5.1f}%  {obj}")
+        if size == "2KB":
+            lines.append("  top functions (self instructions per message):")
+            for ir, fn in r["top"][:12]:
+                lines.append(f"    {ir / m:>9,.0f}  {fn}")
         lines.append("")
     for v in ("b", "c"):
         s = strace.get(v)
-        if not s:
-            continue
-        lines.append(f"{VARIANT_NAMES[v]}: {s['calls_per_msg']:.1f} syscalls per message "
-                     f"({', '.join(f'{k} {c:.1f}' for k, c in s['top'])})")
+        if s:
+            lines.append(f"{VARIANT_NAMES[v]}: {s['calls_per_msg']:.1f} system calls per 2 KB message: "
+                         + ", ".join(f"{k} {c:.1f}" for k, c in s["top"]))
     text = "\n".join(lines)
-    (workdir / "profile.json").write_text(json.dumps({"callgrind": results, "strace": strace}, indent=2))
+    (workdir / "profile.json").write_text(json.dumps({"callgrind": results, "strace": strace}, indent=1))
     return text
 
 

@@ -347,6 +347,7 @@ class Milter(_Service):
         self.redis_address = redis_address
         self.redis_extra = redis_extra
         self.milter_extra = ""  # lines (indented) added to the milter: section
+        self.logging_extra = ""  # lines (indented) added to the logging: section
         self.user = "nobody"
         self.binary = Path(binary)
         self.workdir = Path(workdir)
@@ -379,6 +380,7 @@ class Milter(_Service):
             f"  domains: [{domains}]\n"
             "logging:\n"
             "  syslog: false\n"
+            + self.logging_extra
         )
         if self.extra_yaml:
             text += self.extra_yaml if self.extra_yaml.endswith("\n") else self.extra_yaml + "\n"

@@ -483,10 +483,13 @@ class Sendmail(_Service):
         Returns (swaks exit status, transcript)."""
         if isinstance(rcpts, str):
             rcpts = [rcpts]
-        if isinstance(msg, bytes):
-            msg = msg.decode()
+        if isinstance(msg, str):
+            msg = msg.encode()
+        # swaks ends the data with CRLF "." CRLF itself, adding a line break
+        # of its own: hand it the message without its final one.
+        msg = re.sub(rb"\r?\n\Z", b"", msg)
         data_file = self.workdir / f"swaks-{time.monotonic_ns()}.eml"
-        data_file.write_text(msg)
+        data_file.write_bytes(msg)
         pipe = " ".join(self.argv("-bs"))
         out = subprocess.run(
             ["swaks", "--pipe", pipe, "--from", mail_from, "--to", ",".join(rcpts),
