@@ -232,3 +232,48 @@ TEST_CASE("service account and socket access settings")
     CHECK_FALSE(load_config_text(std::string(kMinimal) + "milter:\n  user: \"bad user\"\n", "/").config);
     CHECK_FALSE(load_config_text(std::string(kMinimal) + "milter:\n  group: -x\n", "/").config);
 }
+
+TEST_CASE("Redis Sentinel settings")
+{
+    TempDir dir;
+    dir.write("secret", "sentinel-secret\n");
+    const std::string yaml = std::string(kMinimal) +
+                             "redis:\n  sentinel:\n    master: impalemail\n"
+                             "    addresses: [tcp://10.0.0.1:26379, \"tcp://[::1]:26380\"]\n"
+                             "    username: watcher\n    password_file: secret\n";
+    const ConfigLoad l = load_config_text(yaml, dir.path);
+    INFO(dump(l));
+    REQUIRE(l.config);
+    REQUIRE(l.config->redis.sentinel);
+    const SentinelSettings& s = *l.config->redis.sentinel;
+    CHECK(s.master == "impalemail");
+    REQUIRE(s.addresses.size() == 2);
+    CHECK(s.addresses[0].describe() == "tcp://10.0.0.1:26379");
+    CHECK(s.addresses[1].describe() == "tcp://[::1]:26380");
+    CHECK(s.username == "watcher");
+    CHECK(s.password == "sentinel-secret");
+    CHECK(l.config->redis.address == "sentinel:impalemail");
+}
+
+TEST_CASE("Sentinel and a fixed address are mutually exclusive, and Sentinel needs its fields")
+{
+    const ConfigLoad both = load_config_text(std::string(kMinimal) +
+                                                 "redis:\n  address: tcp://127.0.0.1:6379\n  sentinel:\n"
+                                                 "    master: m\n    addresses: [tcp://127.0.0.1:26379]\n",
+                                             "/");
+    INFO(dump(both));
+    CHECK(has_error(both, 5, 3, "mutually exclusive"));
+    const ConfigLoad empty = load_config_text(std::string(kMinimal) + "redis:\n  sentinel: {}\n", "/");
+    CHECK_FALSE(empty.config);
+    CHECK(empty.errors.size() == 2); // master and addresses
+    CHECK_FALSE(load_config_text(std::string(kMinimal) +
+                                     "redis:\n  sentinel:\n    master: m\n    addresses: [unix:/run/s.sock]\n",
+                                 "/")
+                    .config);
+    CHECK_FALSE(load_config_text(std::string(kMinimal) + "redis:\n  sentinel:\n    master: m\n    addresses: []\n", "/")
+                    .config);
+    CHECK_FALSE(load_config_text(std::string(kMinimal) +
+                                     "redis:\n  sentinel:\n    master: \"a b\"\n    addresses: [tcp://h:1]\n",
+                                 "/")
+                    .config);
+}

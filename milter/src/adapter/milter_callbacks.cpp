@@ -18,6 +18,7 @@ namespace {
 // swap never changes the config under a transaction in flight.
 std::shared_ptr<const Config> g_config;
 std::shared_ptr<const Pseudonymizer> g_pseudonym;
+std::shared_ptr<PrimaryLocator> g_locator;
 std::atomic<int> g_transactions_in_flight{0};
 std::atomic<bool> g_draining{false};
 
@@ -32,7 +33,7 @@ constexpr unsigned long kNoReplySteps = SMFIP_NR_MAIL | SMFIP_NR_HDR;
 // reused across the connection's messages.
 struct Connection {
     explicit Connection(std::shared_ptr<const Config> cfg)
-        : config(std::move(cfg)), store(config->redis), session(config->aliases, store)
+        : config(std::move(cfg)), store(config->redis, g_locator), session(config->aliases, store)
     {
     }
     ~Connection() { end_transaction(); }
@@ -247,6 +248,7 @@ sfsistat on_close(SMFICTX* ctx)
 
 bool register_callbacks(std::shared_ptr<const Config> config, std::shared_ptr<const Pseudonymizer> pseudonym)
 {
+    g_locator = make_primary_locator(config->redis);
     std::atomic_store(&g_config, std::move(config));
     g_pseudonym = std::move(pseudonym);
 

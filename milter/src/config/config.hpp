@@ -5,7 +5,9 @@
 #include "core/alias_policy.hpp"
 
 #include <chrono>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace impalemail {
 
@@ -23,13 +25,44 @@ struct MilterSettings {
     std::string socket_group;
 };
 
-struct RedisSettings {
+struct RedisEndpoint {
     enum class Transport { Tcp, Unix };
+    Transport transport = Transport::Tcp;
+    std::string host = "127.0.0.1";
+    int port = 6379;
+    std::string path; // Unix socket
+
+    std::string describe() const
+    {
+        if (transport == Transport::Unix)
+            return "unix:" + path;
+        const bool v6 = host.find(':') != std::string::npos;
+        return "tcp://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+    }
+    bool operator==(const RedisEndpoint& o) const
+    {
+        return transport == o.transport && host == o.host && port == o.port && path == o.path;
+    }
+};
+
+// Redis Sentinel: the primary is asked of these sentinels, not configured.
+struct SentinelSettings {
+    std::string master; // the name the sentinels monitor
+    std::vector<RedisEndpoint> addresses;
+    std::string username;
+    std::string password; // read from password_file
+};
+
+struct RedisSettings {
+    using Transport = RedisEndpoint::Transport;
     std::string address = "tcp://127.0.0.1:6379"; // as written, for messages
     Transport transport = Transport::Tcp;
     std::string host = "127.0.0.1";
     int port = 6379;
     std::string path; // Unix socket
+    std::optional<SentinelSettings> sentinel; // set: address is not used
+
+    RedisEndpoint endpoint() const { return RedisEndpoint{transport, host, port, path}; }
     std::chrono::milliseconds timeout{250};
     int database = 0;
     std::string username; // ACL user; empty: the default user

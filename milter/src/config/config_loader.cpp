@@ -44,6 +44,15 @@ public:
         return true;
     }
 
+    // The key node of `key` in `map`, for errors about the key itself.
+    static YAML::Node key_node(const YAML::Node& map, const char* key)
+    {
+        for (const auto& kv : map)
+            if (kv.first.Scalar() == key)
+                return kv.first;
+        return map;
+    }
+
     bool scalar(const YAML::Node& n, const std::string& what, std::string& out)
     {
         if (!n.IsScalar()) {
@@ -185,10 +194,10 @@ bool valid_milter_socket(const std::string& s)
     return false;
 }
 
-bool parse_redis_address(const std::string& s, RedisSettings& r)
+bool parse_redis_endpoint(const std::string& s, RedisEndpoint& r)
 {
     if (s.rfind("unix:", 0) == 0) {
-        r.transport = RedisSettings::Transport::Unix;
+        r.transport = RedisEndpoint::Transport::Unix;
         r.path = s.substr(5);
         return r.path.size() > 1 && r.path.front() == '/';
     }
@@ -212,9 +221,53 @@ bool parse_redis_address(const std::string& s, RedisSettings& r)
         if (host.find(':') != std::string::npos)
             return false; // bare IPv6 needs brackets
     }
-    r.transport = RedisSettings::Transport::Tcp;
+    r.transport = RedisEndpoint::Transport::Tcp;
     r.host = host;
     return valid_host(host) && valid_port(port, r.port);
+}
+
+void read_sentinel(Reader& rd, const YAML::Node& n, RedisSettings& r)
+{
+    if (!rd.section(n, "redis.sentinel", {"master", "addresses", "username", "password_file"})) {
+        if (n && n.IsNull())
+            rd.error(n, "'redis.sentinel' needs 'master' and 'addresses'");
+        return;
+    }
+    SentinelSettings s;
+    if (const auto m = n["master"]) {
+        if (rd.scalar(m, "redis.sentinel.master", s.master) &&
+            (s.master.empty() || std::any_of(s.master.begin(), s.master.end(), [](char c) {
+                 return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+             })))
+            rd.error(m, "'redis.sentinel.master' must be a name without spaces");
+    } else {
+        rd.error(n, "'redis.sentinel.master' is required");
+    }
+    if (const auto a = n["addresses"]) {
+        std::vector<std::string> texts;
+        if (rd.string_list(a, "redis.sentinel.addresses", texts)) {
+            if (texts.empty())
+                rd.error(a, "'redis.sentinel.addresses' must name at least one sentinel");
+            std::size_t i = 0;
+            for (const auto& item : a) {
+                RedisEndpoint e;
+                if (!parse_redis_endpoint(texts[i++], e) || e.transport != RedisEndpoint::Transport::Tcp)
+                    rd.error(item, "sentinel address '" + item.Scalar() + "' must be tcp://HOST:PORT");
+                else
+                    s.addresses.push_back(e);
+            }
+        }
+    } else {
+        rd.error(n, "'redis.sentinel.addresses' is required");
+    }
+    const auto user = n["username"];
+    if (user)
+        rd.scalar(user, "redis.sentinel.username", s.username);
+    if (const auto pf = n["password_file"])
+        rd.secret_file(pf, "redis.sentinel.password_file", s.password);
+    else if (user)
+        rd.error(user, "'redis.sentinel.username' needs 'redis.sentinel.password_file'");
+    r.sentinel = std::move(s);
 }
 
 void read_milter(Reader& rd, const YAML::Node& n, MilterSettings& m)
@@ -243,11 +296,26 @@ void read_milter(Reader& rd, const YAML::Node& n, MilterSettings& m)
 
 void read_redis(Reader& rd, const YAML::Node& n, RedisSettings& r, std::string& key_prefix)
 {
-    if (!rd.section(n, "redis", {"address", "key_prefix", "timeout_ms", "database", "username", "password_file"}))
+    if (!rd.section(n, "redis",
+                    {"address", "sentinel", "key_prefix", "timeout_ms", "database", "username", "password_file"}))
         return;
-    if (const auto a = n["address"]) {
-        if (rd.scalar(a, "redis.address", r.address) && !parse_redis_address(r.address, r))
+    const auto a = n["address"];
+    if (a) {
+        RedisEndpoint e;
+        if (rd.scalar(a, "redis.address", r.address) && !parse_redis_endpoint(r.address, e))
             rd.error(a, "'redis.address' must be unix:/PATH or tcp://HOST:PORT");
+        r.transport = e.transport;
+        r.host = e.host;
+        r.port = e.port;
+        r.path = e.path;
+    }
+    if (const auto s = n["sentinel"]) {
+        if (a)
+            rd.error(Reader::key_node(n, "sentinel"), "'redis.address' and 'redis.sentinel' are mutually exclusive: "
+                        "with Sentinel, the primary's address comes from the sentinels");
+        read_sentinel(rd, s, r);
+        if (r.sentinel)
+            r.address = "sentinel:" + r.sentinel->master;
     }
     if (const auto p = n["key_prefix"]) {
         if (rd.scalar(p, "redis.key_prefix", key_prefix) &&

@@ -1,0 +1,56 @@
+#include "store/redis_context.hpp"
+
+namespace impalemail {
+
+namespace {
+
+timeval to_timeval(std::chrono::milliseconds ms)
+{
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+    return tv;
+}
+
+} // namespace
+
+RedisContext redis_connect(const RedisEndpoint& e, std::chrono::milliseconds timeout, std::string& error)
+{
+    const timeval tv = to_timeval(timeout);
+    RedisContext c(e.transport == RedisEndpoint::Transport::Unix ? redisConnectUnixWithTimeout(e.path.c_str(), tv)
+                                                                 : redisConnectWithTimeout(e.host.c_str(), e.port, tv));
+    if (!c) {
+        error = "cannot allocate a Redis context";
+        return nullptr;
+    }
+    if (c->err) {
+        error = "cannot connect to " + e.describe() + ": " + c->errstr;
+        return nullptr;
+    }
+    if (redisSetTimeout(c.get(), tv) != REDIS_OK) {
+        error = "cannot set the Redis command timeout: " + std::string(c->errstr);
+        return nullptr;
+    }
+    return c;
+}
+
+bool redis_expect_ok(redisContext* c, const char* what, void* raw, std::string& error)
+{
+    const RedisReply r(static_cast<redisReply*>(raw));
+    if (!r)
+        error = std::string(what) + " failed: " + c->errstr;
+    else if (r->type == REDIS_REPLY_ERROR)
+        error = std::string(what) + " refused: " + std::string(r->str, r->len);
+    return error.empty();
+}
+
+bool redis_auth(redisContext* c, const std::string& user, const std::string& pw, std::string& error)
+{
+    if (pw.empty())
+        return true;
+    void* r = user.empty() ? redisCommand(c, "AUTH %b", pw.data(), pw.size())
+                           : redisCommand(c, "AUTH %b %b", user.data(), user.size(), pw.data(), pw.size());
+    return redis_expect_ok(c, "AUTH", r, error);
+}
+
+} // namespace impalemail
