@@ -25,14 +25,24 @@ Facts this module relies on (checked on Debian 12, Sendmail 8.17.1.9):
 - There is no syslog daemon.  In the same mount namespace a tmpfs is mounted
   on /dev holding symlinks to the real device nodes plus /dev/log pointing
   at WORKDIR/syslog.sock, where a tiny listener (this file, `syslogd`)
-  appends every datagram to WORKDIR/maillog.
+  appends every datagram to WORKDIR/maillog (LogLevel 14: milter actions,
+  every delrcpt/addrcpt/header deletion, each delivery's stat=).  Set
+  IMPALEMAIL_NO_SYSLOG=1 to skip the /dev overlay (then there is no log).
 - ServiceSwitchFile says `hosts files`, so Sendmail itself never uses DNS
   (no MX lookups either).
-- A smart host of [127.0.0.1] is ignored (it is one of Sendmail's own
-  addresses), so smtp-sink listens on 127.0.0.2 and the port goes into the
-  esmtp mailer's A= (ESMTP_MAILER_ARGS `TCP $h PORT').
+- A smart host of [127.0.0.1] is ignored (design notes), so smtp-sink
+  listens on 127.0.0.2 and the port goes into the mailers' A=
+  (ESMTP_MAILER_ARGS `TCP $h PORT', and the other SMTP mailers likewise).
+- Under /tmp (world writable) Sendmail refuses to build its alias database
+  ("World writable directory /tmp"); the lab .mc sets
+  DontBlameSendmail=TrustStickyBit.  contrib/sendmail needs nothing of it.
+- makemap needs `-C LAB.cf` (it reads sendmail.cf for TrustedUser) and
+  the statistics file must exist (else "poststats: ... No such file").
 - RefuseLA/QueueLA are raised: on a busy CI machine the default load
   limits would make Sendmail only queue (or refuse) mail.
+- The daemon runs in the foreground (-bD) with a queue run every minute
+  (-q1m); the DATA reply carries the queue id
+  ("250 2.0.0 6B4LHU7S026776 Message accepted for delivery").
 """
 
 import fcntl
@@ -349,7 +359,8 @@ class Sendmail(_Service):
     """A private Sendmail daemon on 127.0.0.1:port built from contrib/sendmail."""
 
     def __init__(self, workdir, milter_socket, sink, port=None, contrib_dir=CONTRIB_SENDMAIL,
-                 with_milter=True, alias_domain=ALIAS_DOMAIN, queue_interval="1m"):
+                 with_milter=True, alias_domain=ALIAS_DOMAIN, queue_interval="1m",
+                 fragment_edit=None):
         super().__init__()
         self.workdir = Path(workdir).resolve()
         self.milter_socket = Path(milter_socket)
@@ -357,6 +368,7 @@ class Sendmail(_Service):
         self.port = port or free_port()
         self.contrib_dir = Path(contrib_dir)
         self.with_milter = with_milter
+        self.fragment_edit = fragment_edit      # test-only changes to the fragment
         self.alias_domain = alias_domain
         self.queue_interval = queue_interval
         self.etc = self.workdir / "etc"
@@ -388,6 +400,11 @@ class Sendmail(_Service):
             if len(kept) != len(lines) - 1:
                 raise LabError("expected exactly one INPUT_MAIL_FILTER line in the fragment")
             text = "".join(kept)
+        if self.fragment_edit is not None:
+            edited = self.fragment_edit(text)
+            if edited == text:
+                raise LabError("fragment_edit changed nothing")
+            text = edited
         return text
 
     def setup(self):
