@@ -41,11 +41,10 @@ int main(int argc, char** argv)
 
     const Config& cfg = *load.config;
     logging::configure(cfg.logging.level, cfg.logging.syslog, "impalemail-milter");
+    if (cfg.logging.show_addresses)
+        logging::warning("logging.show_addresses is on: mailbox addresses will be logged in clear");
     try {
-        auto pseudonym = std::make_shared<const Pseudonymizer>(cfg.logging.pseudonym_key, cfg.logging.show_addresses);
-        if (cfg.logging.show_addresses)
-            logging::warning("logging.show_addresses is on: mailbox addresses will be logged in clear");
-        return run_milter(std::make_shared<const Config>(std::move(*load.config)), std::move(pseudonym));
+        return run_milter(config_path, std::make_shared<const Config>(std::move(*load.config)));
     } catch (const std::exception& e) {
         logging::error(std::string("fatal: ") + e.what());
         return 1;

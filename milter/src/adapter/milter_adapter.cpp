@@ -1,6 +1,7 @@
 #include "adapter/milter_adapter.hpp"
 
 #include "adapter/milter_callbacks.hpp"
+#include "config/config_loader.hpp"
 #include "log/logger.hpp"
 #include "os/privileges.hpp"
 
@@ -95,9 +96,49 @@ void unlink_own_socket(const std::string& path, ino_t inode)
         unlink(path.c_str());
 }
 
+// Settings bound when the milter starts; a reload keeps the running ones.
+void keep_startup_settings(const MilterSettings& running, MilterSettings& next)
+{
+    const std::pair<const char*, bool> changed[] = {
+        {"milter.socket", running.socket != next.socket},
+        {"milter.user", running.user != next.user},
+        {"milter.group", running.group != next.group},
+        {"milter.socket_mode", running.socket_mode != next.socket_mode},
+        {"milter.socket_group", running.socket_group != next.socket_group},
+    };
+    for (const auto& [name, differs] : changed)
+        if (differs)
+            logging::warning(std::string("reload: ") + name + " changed; it takes effect at the next restart");
+    const auto shutdown_timeout = next.shutdown_timeout;
+    next = running;
+    next.shutdown_timeout = shutdown_timeout;
+}
+
+// SIGUSR1: a new validated snapshot for new connections, or nothing at all.
+std::shared_ptr<const Config> reload(const std::string& path, const std::shared_ptr<const Config>& running)
+{
+    ConfigLoad load = load_config_file(path);
+    if (!load.config) {
+        for (const auto& e : load.errors)
+            logging::error("reload refused, the running configuration stays: " + format_error(path, e));
+        return running;
+    }
+    keep_startup_settings(running->milter, load.config->milter);
+    auto next = std::make_shared<const Config>(std::move(*load.config));
+    try {
+        use_runtime(make_runtime(next));
+    } catch (const std::exception& e) {
+        logging::error(std::string("reload refused, the running configuration stays: ") + e.what());
+        return running;
+    }
+    logging::configure(next->logging.level, next->logging.syslog, "impalemail-milter");
+    logging::info("reloaded " + path + ": new connections use it, open ones finish on the one they started with");
+    return next;
+}
+
 } // namespace
 
-int run_milter(std::shared_ptr<const Config> config, std::shared_ptr<const Pseudonymizer> pseudonym)
+int run_milter(const std::string& config_path, std::shared_ptr<const Config> config)
 {
     const MilterSettings& m = config->milter;
     const std::string path = unix_socket_path(m.socket);
@@ -105,7 +146,7 @@ int run_milter(std::shared_ptr<const Config> config, std::shared_ptr<const Pseud
     if ((!path.empty() && !socket_dir_exists(path)) || !plan_identity(m, target))
         return 1;
 
-    if (smfi_setconn(const_cast<char*>(m.socket.c_str())) != MI_SUCCESS || !register_callbacks(config, pseudonym)) {
+    if (smfi_setconn(const_cast<char*>(m.socket.c_str())) != MI_SUCCESS || !register_callbacks(make_runtime(config))) {
         logging::error("cannot set up the milter on " + m.socket);
         return 1;
     }
@@ -141,7 +182,7 @@ int run_milter(std::shared_ptr<const Config> config, std::shared_ptr<const Pseud
     // whenever it is waiting for it, and libmilter's thread never sees one.
     sigset_t signals;
     sigemptyset(&signals);
-    for (int s : {SIGHUP, SIGTERM, SIGINT})
+    for (int s : {SIGHUP, SIGTERM, SIGINT, SIGUSR1})
         sigaddset(&signals, s);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
@@ -160,6 +201,10 @@ int run_milter(std::shared_ptr<const Config> config, std::shared_ptr<const Pseud
         const int sig = sigtimedwait(&signals, nullptr, &tick);
         if (stopping)
             continue;
+        if (sig == SIGUSR1) {
+            config = reload(config_path, config);
+            continue;
+        }
         if (sig == SIGINT || (sig > 0 && draining)) {
             logging::warning("stopping now, " + std::to_string(transactions_in_flight()) +
                              " transaction(s) unfinished; the MTA will tempfail them");
@@ -168,9 +213,10 @@ int run_milter(std::shared_ptr<const Config> config, std::shared_ptr<const Pseud
             draining = true;
             begin_drain();
             unlink_own_socket(path, socket_stat.st_ino); // new connections now fail; the MTA tempfails them
-            deadline = std::chrono::steady_clock::now() + m.shutdown_timeout;
+            const auto grace = config->milter.shutdown_timeout;
+            deadline = std::chrono::steady_clock::now() + grace;
             logging::info("stopping: " + std::to_string(transactions_in_flight()) +
-                          " transaction(s) in flight, waiting up to " + std::to_string(m.shutdown_timeout.count()) +
+                          " transaction(s) in flight, waiting up to " + std::to_string(grace.count()) +
                           " s (signal again to stop now)");
         }
         if (draining && !stopping) {

@@ -4,15 +4,15 @@
 // session's decisions back into milter replies and edits.
 
 #include "config/config.hpp"
-#include "log/pseudonymizer.hpp"
 
 #include <memory>
+#include <string>
 
 namespace impalemail {
 
-// Opens the socket, serves until SIGTERM/SIGHUP/SIGINT, then waits (up to
-// config.milter.shutdown_timeout) for transactions in flight. Returns the
-// process exit status.
-int run_milter(std::shared_ptr<const Config> config, std::shared_ptr<const Pseudonymizer> pseudonym);
+// Opens the socket, drops privileges, and serves until SIGTERM/SIGHUP
+// (drain, then stop) or SIGINT (stop now); SIGUSR1 reloads `config_path`.
+// Returns the process exit status.
+int run_milter(const std::string& config_path, std::shared_ptr<const Config> config);
 
 } // namespace impalemail

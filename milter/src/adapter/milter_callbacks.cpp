@@ -16,9 +16,7 @@ namespace {
 
 // Set once before smfi_main; connections take their own reference so a later
 // swap never changes the config under a transaction in flight.
-std::shared_ptr<const Config> g_config;
-std::shared_ptr<const Pseudonymizer> g_pseudonym;
-std::shared_ptr<PrimaryLocator> g_locator;
+std::shared_ptr<const Runtime> g_runtime; // atomic_load/atomic_store only
 std::atomic<int> g_transactions_in_flight{0};
 std::atomic<bool> g_draining{false};
 
@@ -32,8 +30,9 @@ constexpr unsigned long kNoReplySteps = SMFIP_NR_MAIL | SMFIP_NR_HDR;
 // Per MTA connection: pins one config snapshot and owns one Redis connection,
 // reused across the connection's messages.
 struct Connection {
-    explicit Connection(std::shared_ptr<const Config> cfg)
-        : config(std::move(cfg)), store(config->redis, g_locator), session(config->aliases, store)
+    explicit Connection(std::shared_ptr<const Runtime> rt)
+        : runtime(std::move(rt)), store(runtime->config->redis, runtime->locator),
+          session(runtime->config->aliases, store)
     {
     }
     ~Connection() { end_transaction(); }
@@ -60,7 +59,7 @@ struct Connection {
         }
     }
 
-    std::shared_ptr<const Config> config;
+    std::shared_ptr<const Runtime> runtime;
     RedisStore store;
     MessageSession session;
     unsigned long protocol = 0; // negotiated SMFIP_* flags
@@ -73,7 +72,7 @@ Connection* connection(SMFICTX* ctx)
 {
     auto* c = static_cast<Connection*>(smfi_getpriv(ctx));
     if (!c) {
-        c = new Connection(std::atomic_load(&g_config));
+        c = new Connection(std::atomic_load(&g_runtime));
         smfi_setpriv(ctx, c);
     }
     return c;
@@ -158,7 +157,7 @@ sfsistat on_envrcpt(SMFICTX* ctx, char** argv)
             return SMFIS_TEMPFAIL;
         }
         const RcptDecision d = c->session.on_recipient(argv[0]);
-        log_rcpt_decision(*g_pseudonym, queue_id(ctx), argv[0], d);
+        log_rcpt_decision(*c->runtime->pseudonym, queue_id(ctx), argv[0], d);
         const SmtpReply r = d.reply();
         if (!r.code)
             return SMFIS_CONTINUE;
@@ -222,7 +221,7 @@ sfsistat on_eom(SMFICTX* ctx)
             logging::error("queue=" + queue + " action=tempfail reason=\"" + failed_call + " failed\"");
             return tempfail(ctx);
         }
-        log_rewrite(*g_pseudonym, queue, plan);
+        log_rewrite(*c->runtime->pseudonym, queue, plan);
         return SMFIS_CONTINUE;
     });
 }
@@ -246,11 +245,23 @@ sfsistat on_close(SMFICTX* ctx)
 
 } // namespace
 
-bool register_callbacks(std::shared_ptr<const Config> config, std::shared_ptr<const Pseudonymizer> pseudonym)
+std::shared_ptr<const Runtime> make_runtime(std::shared_ptr<const Config> config)
 {
-    g_locator = make_primary_locator(config->redis);
-    std::atomic_store(&g_config, std::move(config));
-    g_pseudonym = std::move(pseudonym);
+    auto rt = std::make_shared<Runtime>();
+    rt->locator = make_primary_locator(config->redis);
+    rt->pseudonym = std::make_shared<const Pseudonymizer>(config->logging.pseudonym_key, config->logging.show_addresses);
+    rt->config = std::move(config);
+    return rt;
+}
+
+void use_runtime(std::shared_ptr<const Runtime> runtime)
+{
+    std::atomic_store(&g_runtime, std::move(runtime));
+}
+
+bool register_callbacks(std::shared_ptr<const Runtime> runtime)
+{
+    use_runtime(std::move(runtime));
 
     smfiDesc desc{};
     desc.xxfi_name = const_cast<char*>("impalemail-milter");

@@ -3,14 +3,28 @@
 
 #include "config/config.hpp"
 #include "log/pseudonymizer.hpp"
+#include "store/primary_locator.hpp"
 
 #include <memory>
 
 namespace impalemail {
 
-// Registers the callbacks with libmilter; connections opened from now on use
-// this config snapshot.
-bool register_callbacks(std::shared_ptr<const Config> config, std::shared_ptr<const Pseudonymizer> pseudonym);
+// What a connection pins for its whole life: a config reload builds a new
+// Runtime for the connections that open after it.
+struct Runtime {
+    std::shared_ptr<const Config> config;
+    std::shared_ptr<PrimaryLocator> locator;
+    std::shared_ptr<const Pseudonymizer> pseudonym;
+};
+
+// Throws when no pseudonym key can be had.
+std::shared_ptr<const Runtime> make_runtime(std::shared_ptr<const Config> config);
+
+// Registers the callbacks with libmilter; connections use `runtime`.
+bool register_callbacks(std::shared_ptr<const Runtime> runtime);
+
+// Connections opened from now on use `runtime`; open ones keep theirs.
+void use_runtime(std::shared_ptr<const Runtime> runtime);
 
 // From now on, transactions that begin are refused at RCPT with 451 4.3.2;
 // the ones already begun carry on.

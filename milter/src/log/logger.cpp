@@ -14,8 +14,8 @@ namespace impalemail::logging {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::Info)};
-bool g_syslog = false;
-bool g_stderr_is_journal = false;
+std::atomic<bool> g_syslog{false}; // a reload may switch it while threads log
+std::atomic<bool> g_stderr_is_journal{false};
 
 const char* level_name(LogLevel l)
 {
@@ -60,9 +60,9 @@ void configure(LogLevel level, bool use_syslog, const char* ident)
 {
     g_level.store(static_cast<int>(level));
     g_stderr_is_journal = stderr_is_journal();
-    g_syslog = use_syslog && !g_stderr_is_journal;
-    if (g_syslog)
+    if (use_syslog && !g_stderr_is_journal)
         openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    g_syslog.store(use_syslog && !g_stderr_is_journal);
 }
 
 bool enabled(LogLevel level) noexcept
@@ -90,7 +90,7 @@ void write(LogLevel level, std::string_view message)
     line += '\n';
     // One write(2) per line keeps concurrent lines whole.
     [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
-    if (g_syslog)
+    if (g_syslog.load(std::memory_order_relaxed))
         syslog(syslog_priority(level), "%s: %.*s", level_name(level), static_cast<int>(message.size()), message.data());
 }
 
