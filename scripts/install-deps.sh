@@ -2,7 +2,7 @@
 # Installs every Debian 12 package needed to build, run and test ImpaleMail.
 set -euo pipefail
 
-BUILD_DEPS=(cmake g++ make pkg-config libmilter-dev libhiredis-dev libyaml-cpp-dev libssl-dev libcli11-dev catch2)
+BUILD_DEPS=(cmake g++ make pkg-config libmilter-dev libhiredis-dev libyaml-cpp-dev libssl-dev libcli11-dev prometheus-cpp-dev catch2)
 RUN_DEPS=(redis-server redis-tools)
 TEST_DEPS=(postfix swaks miltertest python3 python3-pytest procps)
 # scripts/fuzz.sh: clang, the libFuzzer/sanitizer runtimes (not pulled in by
@@ -13,9 +13,12 @@ FUZZ_DEPS=(clang libclang-rt-14-dev llvm-14)
 # these are m4 for building the .cf, the libraries the unpacked binaries link
 # against, and unshare/mount for its private namespaces.
 SENDMAIL_TEST_DEPS=(m4 libwrap0 libdb5.3 libnsl2 libldap-2.5-0 libsasl2-2 libssl3 util-linux mount)
+# bench/run.sh: smtp-source comes with postfix, the no-op filter needs gcc and
+# libmilter-dev (above); --profile needs valgrind (callgrind) and strace.
+BENCH_DEPS=(gcc valgrind strace)
 
 missing=()
-for p in "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}" "${TEST_DEPS[@]}" "${SENDMAIL_TEST_DEPS[@]}" "${FUZZ_DEPS[@]}"; do
+for p in "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}" "${TEST_DEPS[@]}" "${SENDMAIL_TEST_DEPS[@]}" "${FUZZ_DEPS[@]}" "${BENCH_DEPS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -3,6 +3,7 @@
 #include "adapter/milter_callbacks.hpp"
 #include "config/config_loader.hpp"
 #include "log/logger.hpp"
+#include "metrics/metrics.hpp"
 #include "os/privileges.hpp"
 
 #include <libmilter/mfapi.h>
@@ -124,6 +125,10 @@ std::shared_ptr<const Config> reload(const std::string& path, const std::shared_
         return running;
     }
     keep_startup_settings(running->milter, load.config->milter);
+    if (load.config->metrics.listen != running->metrics.listen) {
+        logging::warning("reload: metrics.listen changed; it takes effect at the next restart");
+        load.config->metrics = running->metrics;
+    }
     auto next = std::make_shared<const Config>(std::move(*load.config));
     try {
         use_runtime(make_runtime(next));
@@ -140,13 +145,31 @@ std::shared_ptr<const Config> reload(const std::string& path, const std::shared_
 
 int run_milter(const std::string& config_path, std::shared_ptr<const Config> config)
 {
+    // Blocked in every thread created from here on (libmilter's, the metrics
+    // server's), so that only the loop at the end of this function takes them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int s : {SIGHUP, SIGTERM, SIGINT, SIGUSR1})
+        sigaddset(&signals, s);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
     const MilterSettings& m = config->milter;
     const std::string path = unix_socket_path(m.socket);
     std::optional<Identity> target;
     if ((!path.empty() && !socket_dir_exists(path)) || !plan_identity(m, target))
         return 1;
 
-    if (smfi_setconn(const_cast<char*>(m.socket.c_str())) != MI_SUCCESS || !register_callbacks(make_runtime(config))) {
+    std::unique_ptr<Metrics> metrics;
+    if (!config->metrics.listen.empty()) {
+        try {
+            metrics = Metrics::serve(config->metrics.listen);
+        } catch (const std::exception& e) {
+            logging::error("cannot serve metrics on " + config->metrics.listen + ": " + e.what());
+            return 1;
+        }
+    }
+    if (smfi_setconn(const_cast<char*>(m.socket.c_str())) != MI_SUCCESS ||
+        !register_callbacks(make_runtime(config), metrics.get())) {
         logging::error("cannot set up the milter on " + m.socket);
         return 1;
     }
@@ -180,12 +203,6 @@ int run_milter(const std::string& config_path, std::shared_ptr<const Config> con
     // this thread waits for the signals itself while smfi_main runs in
     // another: Linux hands a process-directed signal to the main thread first
     // whenever it is waiting for it, and libmilter's thread never sees one.
-    sigset_t signals;
-    sigemptyset(&signals);
-    for (int s : {SIGHUP, SIGTERM, SIGINT, SIGUSR1})
-        sigaddset(&signals, s);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
     std::atomic<bool> served{false};
     int rc = MI_FAILURE;
     std::thread server([&] {

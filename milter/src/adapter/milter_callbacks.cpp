@@ -3,11 +3,13 @@
 #include "core/message_session.hpp"
 #include "log/decision_log.hpp"
 #include "log/logger.hpp"
+#include "metrics/metrics.hpp"
 #include "store/redis_store.hpp"
 
 #include <libmilter/mfapi.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
 
 namespace impalemail {
@@ -17,6 +19,7 @@ namespace {
 // Set once before smfi_main; connections take their own reference so a later
 // swap never changes the config under a transaction in flight.
 std::shared_ptr<const Runtime> g_runtime; // atomic_load/atomic_store only
+Metrics* g_metrics = nullptr;             // set before smfi_main; null: no endpoint
 std::atomic<int> g_transactions_in_flight{0};
 std::atomic<bool> g_draining{false};
 
@@ -35,7 +38,12 @@ struct Connection {
           session(runtime->config->aliases, store)
     {
     }
-    ~Connection() { end_transaction(); }
+    ~Connection()
+    {
+        end_transaction();
+        if (g_metrics)
+            g_metrics->connection_closed();
+    }
 
     void begin_transaction()
     {
@@ -73,6 +81,8 @@ Connection* connection(SMFICTX* ctx)
     auto* c = static_cast<Connection*>(smfi_getpriv(ctx));
     if (!c) {
         c = new Connection(std::atomic_load(&g_runtime));
+        if (g_metrics)
+            g_metrics->connection_opened();
         smfi_setpriv(ctx, c);
     }
     return c;
@@ -144,6 +154,17 @@ sfsistat on_envfrom(SMFICTX* ctx, char**)
     });
 }
 
+void report(Metrics& m, const RcptDecision& d, std::chrono::steady_clock::duration took, unsigned connects)
+{
+    m.rcpt_decided(d.outcome);
+    if (!d.key.empty())
+        m.lookup_took(took);
+    if (d.outcome == RcptOutcome::StoreError)
+        m.redis_error();
+    for (unsigned i = 0; i < connects; ++i)
+        m.redis_reconnected();
+}
+
 sfsistat on_envrcpt(SMFICTX* ctx, char** argv)
 {
     return guarded(ctx, "RCPT", [&]() -> sfsistat {
@@ -156,7 +177,11 @@ sfsistat on_envrcpt(SMFICTX* ctx, char** argv)
                           const_cast<char*>("Service shutting down, try again later"));
             return SMFIS_TEMPFAIL;
         }
+        const unsigned connects_before = c->store.connects();
+        const auto started = std::chrono::steady_clock::now();
         const RcptDecision d = c->session.on_recipient(argv[0]);
+        if (g_metrics)
+            report(*g_metrics, d, std::chrono::steady_clock::now() - started, c->store.connects() - connects_before);
         log_rcpt_decision(*c->runtime->pseudonym, queue_id(ctx), argv[0], d);
         const SmtpReply r = d.reply();
         if (!r.code)
@@ -222,6 +247,12 @@ sfsistat on_eom(SMFICTX* ctx)
             return tempfail(ctx);
         }
         log_rewrite(*c->runtime->pseudonym, queue, plan);
+        if (g_metrics) {
+            g_metrics->message_rewritten();
+            for (const auto& h : plan.delete_headers)
+                if (const std::string* pattern = c->runtime->config->aliases.strip.matching_pattern(h.name))
+                    g_metrics->header_stripped(*pattern);
+        }
         return SMFIS_CONTINUE;
     });
 }
@@ -259,8 +290,9 @@ void use_runtime(std::shared_ptr<const Runtime> runtime)
     std::atomic_store(&g_runtime, std::move(runtime));
 }
 
-bool register_callbacks(std::shared_ptr<const Runtime> runtime)
+bool register_callbacks(std::shared_ptr<const Runtime> runtime, Metrics* metrics)
 {
+    g_metrics = metrics;
     use_runtime(std::move(runtime));
 
     smfiDesc desc{};

@@ -20,8 +20,11 @@ struct Runtime {
 // Throws when no pseudonym key can be had.
 std::shared_ptr<const Runtime> make_runtime(std::shared_ptr<const Config> config);
 
+class Metrics;
+
 // Registers the callbacks with libmilter; connections use `runtime`.
-bool register_callbacks(std::shared_ptr<const Runtime> runtime);
+// `metrics` (may be null) must outlive smfi_main.
+bool register_callbacks(std::shared_ptr<const Runtime> runtime, Metrics* metrics);
 
 // Connections opened from now on use `runtime`; open ones keep theirs.
 void use_runtime(std::shared_ptr<const Runtime> runtime);

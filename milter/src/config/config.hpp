@@ -80,8 +80,13 @@ struct LogSettings {
     bool show_addresses = false; // debugging only: log mailboxes in clear
 };
 
+struct MetricsSettings {
+    std::string listen; // HOST:PORT of the Prometheus endpoint; empty: none
+};
+
 struct Config {
     MilterSettings milter;
+    MetricsSettings metrics;
     RedisSettings redis;
     AliasPolicy aliases;
     LogSettings logging;

@@ -392,6 +392,23 @@ void read_headers(Reader& rd, const YAML::Node& n, AliasPolicy& policy)
     policy.strip = StripPolicy(std::move(names));
 }
 
+void read_metrics(Reader& rd, const YAML::Node& n, MetricsSettings& m)
+{
+    if (!rd.section(n, "metrics", {"listen"}))
+        return;
+    const auto l = n["listen"];
+    if (!l || !rd.scalar(l, "metrics.listen", m.listen))
+        return;
+    // HOST:PORT or [V6]:PORT, the form the HTTP server binds.
+    const std::size_t colon = m.listen.rfind(':');
+    int port = 0;
+    std::string host = colon == std::string::npos ? "" : m.listen.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    if (colon == std::string::npos || !valid_host(host) || !valid_port(m.listen.substr(colon + 1), port))
+        rd.error(l, "'metrics.listen' must be HOST:PORT, e.g. 127.0.0.1:9464");
+}
+
 void read_logging(Reader& rd, const YAML::Node& n, LogSettings& l)
 {
     if (!rd.section(n, "logging", {"level", "syslog", "pseudonym_key_file", "show_addresses"}))
@@ -446,7 +463,7 @@ ConfigLoad load_config_text(std::string_view yaml, const std::string& base_dir)
         result.errors.push_back({0, 0, "the file is empty"});
         return result;
     }
-    if (!rd.section(root, "", {"milter", "redis", "aliases", "headers", "logging"})) {
+    if (!rd.section(root, "", {"milter", "redis", "aliases", "headers", "logging", "metrics"})) {
         result.errors = std::move(rd.errors);
         return result;
     }
@@ -455,6 +472,7 @@ ConfigLoad load_config_text(std::string_view yaml, const std::string& base_dir)
     read_aliases(rd, root, cfg.aliases);
     read_headers(rd, root["headers"], cfg.aliases);
     read_logging(rd, root["logging"], cfg.logging);
+    read_metrics(rd, root["metrics"], cfg.metrics);
     result.errors = std::move(rd.errors);
     std::stable_sort(result.errors.begin(), result.errors.end(), [](const ConfigError& a, const ConfigError& b) {
         return a.line != b.line ? a.line < b.line : a.column < b.column;

@@ -6,18 +6,18 @@ namespace impalemail {
 
 StripPolicy::StripPolicy(std::vector<std::string> patterns) : patterns_(std::move(patterns)) {}
 
-bool StripPolicy::matches(std::string_view header_name) const noexcept
+const std::string* StripPolicy::matching_pattern(std::string_view header_name) const noexcept
 {
     for (const auto& p : patterns_) {
         if (!p.empty() && p.back() == '*') {
             const std::size_t n = p.size() - 1;
             if (header_name.size() >= n && iequals(header_name.substr(0, n), std::string_view(p).substr(0, n)))
-                return true;
+                return &p;
         } else if (iequals(header_name, p)) {
-            return true;
+            return &p;
         }
     }
-    return false;
+    return nullptr;
 }
 
 std::vector<std::string> StripPolicy::default_patterns()

@@ -16,7 +16,9 @@ public:
     StripPolicy() = default;
     explicit StripPolicy(std::vector<std::string> patterns);
 
-    bool matches(std::string_view header_name) const noexcept;
+    bool matches(std::string_view header_name) const noexcept { return matching_pattern(header_name) != nullptr; }
+    // The first pattern that matches, or nullptr.
+    const std::string* matching_pattern(std::string_view header_name) const noexcept;
     const std::vector<std::string>& patterns() const noexcept { return patterns_; }
 
     // The list that applies when the config names none.

@@ -58,8 +58,10 @@ std::string RedisStore::connect()
         return error;
     endpoint_ = *endpoint;
     ctx_ = redis_connect(endpoint_, settings_.timeout, error);
-    if (ctx_ && handshake(error))
+    if (ctx_ && handshake(error)) {
+        ++connects_;
         return {};
+    }
     drop_connection(true);
     return error;
 }

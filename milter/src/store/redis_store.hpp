@@ -27,6 +27,9 @@ public:
     // read asks the sentinels again.
     StoreReply get(const std::string& key) override;
 
+    // Connections opened so far (the first one included), for metrics.
+    unsigned connects() const noexcept { return connects_; }
+
 private:
     std::string connect(); // returns an error text, empty on success
     bool handshake(std::string& error);
@@ -36,6 +39,7 @@ private:
     const std::shared_ptr<PrimaryLocator> locator_;
     RedisContext ctx_;
     RedisEndpoint endpoint_; // what ctx_ is connected to
+    unsigned connects_ = 0;
 };
 
 } // namespace impalemail
