@@ -277,3 +277,16 @@ TEST_CASE("Sentinel and a fixed address are mutually exclusive, and Sentinel nee
                                  "/")
                     .config);
 }
+
+TEST_CASE("metrics endpoint address")
+{
+    CHECK(load_config_text(kMinimal, "/").config->metrics.listen.empty());
+    const auto ok = load_config_text(std::string(kMinimal) + "metrics:\n  listen: 127.0.0.1:9464\n", "/");
+    REQUIRE(ok.config);
+    CHECK(ok.config->metrics.listen == "127.0.0.1:9464");
+    CHECK(load_config_text(std::string(kMinimal) + "metrics:\n  listen: \"[::1]:9464\"\n", "/").config);
+    for (const char* bad : {"9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", ":9464", "a b:1"}) {
+        INFO(bad);
+        CHECK_FALSE(load_config_text(std::string(kMinimal) + "metrics:\n  listen: \"" + bad + "\"\n", "/").config);
+    }
+}

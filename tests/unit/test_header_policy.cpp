@@ -80,3 +80,12 @@ TEST_CASE("an empty policy strips nothing")
     CHECK_FALSE(t.observe("Received", p));
     CHECK(t.deletions().empty());
 }
+
+TEST_CASE("the matching pattern is reported, for bounded metric labels")
+{
+    const StripPolicy p({"Received", "X-Envelope-*"});
+    REQUIRE(p.matching_pattern("x-envelope-from"));
+    CHECK(*p.matching_pattern("x-envelope-from") == "X-Envelope-*");
+    CHECK(*p.matching_pattern("RECEIVED") == "Received");
+    CHECK(p.matching_pattern("Subject") == nullptr);
+}
