@@ -290,3 +290,11 @@ TEST_CASE("metrics endpoint address")
         CHECK_FALSE(load_config_text(std::string(kMinimal) + "metrics:\n  listen: \"" + bad + "\"\n", "/").config);
     }
 }
+
+TEST_CASE("statistics prefix")
+{
+    CHECK(load_config_text(kMinimal, "/").config->redis.stats_prefix == "stats:");
+    CHECK(load_config_text(std::string(kMinimal) + "redis:\n  stats_prefix: \"\"\n", "/").config->redis.stats_prefix.empty());
+    CHECK_FALSE(load_config_text(std::string(kMinimal) + "redis:\n  stats_prefix: \"alias:\"\n", "/").config);
+    CHECK_FALSE(load_config_text(std::string(kMinimal) + "redis:\n  stats_prefix: \"a b\"\n", "/").config);
+}

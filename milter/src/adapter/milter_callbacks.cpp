@@ -183,6 +183,9 @@ sfsistat on_envrcpt(SMFICTX* ctx, char** argv)
         if (g_metrics)
             report(*g_metrics, d, std::chrono::steady_clock::now() - started, c->store.connects() - connects_before);
         log_rcpt_decision(*c->runtime->pseudonym, queue_id(ctx), argv[0], d);
+        const std::string& stats_prefix = c->runtime->config->redis.stats_prefix;
+        if (d.outcome == RcptOutcome::Unknown && !stats_prefix.empty())
+            c->store.record_refused(stats_prefix + d.alias);
         const SmtpReply r = d.reply();
         if (!r.code)
             return SMFIS_CONTINUE;
@@ -247,6 +250,10 @@ sfsistat on_eom(SMFICTX* ctx)
             return tempfail(ctx);
         }
         log_rewrite(*c->runtime->pseudonym, queue, plan);
+        const Config& cfg = *c->runtime->config;
+        if (!cfg.redis.stats_prefix.empty())
+            for (const auto& alias : plan.aliases)
+                c->store.record_forwarded(cfg.aliases.key_prefix + alias, cfg.redis.stats_prefix + alias);
         if (g_metrics) {
             g_metrics->message_rewritten();
             for (const auto& h : plan.delete_headers)

@@ -61,6 +61,8 @@ struct RedisSettings {
     int port = 6379;
     std::string path; // Unix socket
     std::optional<SentinelSettings> sentinel; // set: address is not used
+    // Per-alias statistics live in the hash <stats_prefix><alias>; empty: off.
+    std::string stats_prefix = "stats:";
 
     RedisEndpoint endpoint() const { return RedisEndpoint{transport, host, port, path}; }
     std::chrono::milliseconds timeout{250};

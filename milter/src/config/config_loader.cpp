@@ -297,7 +297,8 @@ void read_milter(Reader& rd, const YAML::Node& n, MilterSettings& m)
 void read_redis(Reader& rd, const YAML::Node& n, RedisSettings& r, std::string& key_prefix)
 {
     if (!rd.section(n, "redis",
-                    {"address", "sentinel", "key_prefix", "timeout_ms", "database", "username", "password_file"}))
+                    {"address", "sentinel", "key_prefix", "stats_prefix", "timeout_ms", "database", "username",
+                     "password_file"}))
         return;
     const auto a = n["address"];
     if (a) {
@@ -323,6 +324,14 @@ void read_redis(Reader& rd, const YAML::Node& n, RedisSettings& r, std::string& 
                         [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; }))
             rd.error(p, "'redis.key_prefix' must not contain whitespace or control characters");
     }
+    if (const auto p = n["stats_prefix"]) {
+        if (rd.scalar(p, "redis.stats_prefix", r.stats_prefix) &&
+            std::any_of(r.stats_prefix.begin(), r.stats_prefix.end(),
+                        [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; }))
+            rd.error(p, "'redis.stats_prefix' must not contain whitespace or control characters");
+    }
+    if (!r.stats_prefix.empty() && r.stats_prefix == key_prefix)
+        rd.error(n["stats_prefix"] ? n["stats_prefix"] : n, "'redis.stats_prefix' must differ from 'redis.key_prefix'");
     long v = 0;
     if (const auto t = n["timeout_ms"]; t && rd.integer(t, "redis.timeout_ms", 1, 60000, v))
         r.timeout = std::chrono::milliseconds(v);

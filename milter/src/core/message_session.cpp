@@ -74,7 +74,7 @@ RcptDecision MessageSession::on_recipient(std::string_view raw_argument)
     }
     d.outcome = RcptOutcome::Accepted;
     d.target = std::move(reply.value);
-    accepted_.push_back(AcceptedAlias{std::string(raw_argument), d.target});
+    accepted_.push_back(AcceptedAlias{std::string(raw_argument), d.target, d.alias});
     return d;
 }
 
@@ -106,7 +106,9 @@ EomPlan MessageSession::plan() const
         return plan;
     std::vector<std::string> seen_raw;
     std::vector<std::string> seen_target;
+    std::vector<std::string> seen_alias;
     for (const auto& a : accepted_) {
+        push_unique(seen_alias, plan.aliases, a.alias, a.alias);
         push_unique(seen_raw, plan.delete_recipients, a.raw, a.raw);
         // Deleting an address the MTA does not hold is a no-op, so both forms
         // of a source-routed recipient are deleted.

@@ -42,6 +42,7 @@ struct EomPlan {
     std::vector<std::string> delete_recipients; // raw argv[0] strings, exactly as the MTA sent them
     std::vector<std::string> add_recipients;    // distinct targets, first-seen order
     std::vector<HeaderDeletion> delete_headers; // last index first, per name
+    std::vector<std::string> aliases;           // distinct normalized aliases, for statistics
 
     bool empty() const noexcept { return delete_recipients.empty(); }
 };
@@ -66,6 +67,7 @@ private:
     struct AcceptedAlias {
         std::string raw;
         std::string target;
+        std::string alias; // normalized
     };
     const AliasPolicy* policy_;
     AliasStore* store_;

@@ -1,6 +1,8 @@
 #include "store/redis_store.hpp"
 
 #include <cerrno>
+#include <ctime>
+#include <vector>
 
 namespace impalemail {
 
@@ -22,6 +24,20 @@ bool is_role_master(const redisReply* r)
     return r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
            std::string(r->element[0]->str, r->element[0]->len) == "master";
 }
+
+// KEYS: alias, stats hash. ARGV: unix time. The hash takes the alias's TTL.
+constexpr const char* kForwardedScript =
+    "local ttl = redis.call('PTTL', KEYS[1]) "
+    "if ttl == -2 then return 0 end "
+    "redis.call('HINCRBY', KEYS[2], 'forwarded', 1) "
+    "redis.call('HSET', KEYS[2], 'last_used', ARGV[1]) "
+    "if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end "
+    "return 1";
+
+// KEYS: stats hash. No hash is created for aliases that never lived.
+constexpr const char* kRefusedScript =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "return redis.call('HINCRBY', KEYS[1], 'refused', 1)";
 
 } // namespace
 
@@ -69,12 +85,63 @@ std::string RedisStore::connect()
 void RedisStore::drop_connection(bool primary_suspect)
 {
     ctx_.reset();
+    pending_ = 0;
     if (primary_suspect)
         locator_->forget(endpoint_);
 }
 
+void RedisStore::queue(std::initializer_list<std::string_view> argv)
+{
+    if (!ctx_)
+        return; // no lookup connection: the statistic is skipped, never worth a connect
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (auto a : argv) {
+        ptrs.push_back(a.data());
+        lens.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data()) != REDIS_OK) {
+        drop_connection(false);
+        return;
+    }
+    ++pending_;
+    int done = 0;
+    while (!done) // push it out now; the reply is read before the next lookup
+        if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) {
+            drop_connection(false);
+            return;
+        }
+}
+
+void RedisStore::record_forwarded(const std::string& alias_key, const std::string& stats_key)
+{
+    const std::string now = std::to_string(static_cast<long long>(std::time(nullptr)));
+    queue({"EVAL", kForwardedScript, "2", alias_key, stats_key, now});
+}
+
+void RedisStore::record_refused(const std::string& stats_key)
+{
+    queue({"EVAL", kRefusedScript, "1", stats_key});
+}
+
+bool RedisStore::drain_pending()
+{
+    while (pending_ > 0) {
+        void* raw = nullptr;
+        if (redisGetReply(ctx_.get(), &raw) != REDIS_OK) {
+            drop_connection(true);
+            return false;
+        }
+        freeReplyObject(raw); // an error reply only cost the statistic
+        --pending_;
+    }
+    return true;
+}
+
 StoreReply RedisStore::get(const std::string& key)
 {
+    if (ctx_)
+        drain_pending(); // on failure the connection is dropped and the lookup opens a new one
     bool fresh = false;
     if (!ctx_) {
         if (std::string error = connect(); !error.empty())

@@ -27,6 +27,13 @@ public:
     // read asks the sentinels again.
     StoreReply get(const std::string& key) override;
 
+    // Per-alias statistics, sent on this connection without waiting for the
+    // reply (read before the next lookup), so they never add a round trip
+    // to the SMTP path; failures only cost the statistic. Both run a small
+    // Lua script so that the statistics hash expires with its alias.
+    void record_forwarded(const std::string& alias_key, const std::string& stats_key);
+    void record_refused(const std::string& stats_key); // counted only while the stats hash exists
+
     // Connections opened so far (the first one included), for metrics.
     unsigned connects() const noexcept { return connects_; }
 
@@ -34,12 +41,15 @@ private:
     std::string connect(); // returns an error text, empty on success
     bool handshake(std::string& error);
     void drop_connection(bool primary_suspect);
+    bool drain_pending(); // reads the replies of queued statistics updates
+    void queue(std::initializer_list<std::string_view> argv);
 
     const RedisSettings settings_;
     const std::shared_ptr<PrimaryLocator> locator_;
     RedisContext ctx_;
     RedisEndpoint endpoint_; // what ctx_ is connected to
     unsigned connects_ = 0;
+    unsigned pending_ = 0; // statistics replies not read yet
 };
 
 } // namespace impalemail
