@@ -4,7 +4,7 @@ set -euo pipefail
 
 BUILD_DEPS=(cmake g++ make pkg-config libmilter-dev libhiredis-dev libyaml-cpp-dev libssl-dev libcli11-dev prometheus-cpp-dev catch2)
 RUN_DEPS=(redis-server redis-tools)
-TEST_DEPS=(postfix swaks miltertest python3 python3-pytest procps)
+TEST_DEPS=(postfix swaks miltertest python3 python3-pytest procps man-db)
 # scripts/fuzz.sh: clang, the libFuzzer/sanitizer runtimes (not pulled in by
 # clang itself), llvm-symbolizer (llvm-14) for readable stack traces.
 FUZZ_DEPS=(clang libclang-rt-14-dev llvm-14)
