@@ -13,6 +13,7 @@
 //     byte printable ASCII (33..126) other than ':' and '*';
 //   - matches(name): some pattern equals name ignoring ASCII case, or some
 //     pattern "P*" has P as a case-insensitive prefix of name;
+//     matching_pattern(name) points at the first such entry of patterns();
 //   - observe(name) returns matches(name);
 //   - deletions(): for each distinct matching name (ASCII case folded), in
 //     order of first occurrence, spelled as first seen, indices count..1
@@ -57,19 +58,22 @@ bool model_valid(std::string_view p)
     return true;
 }
 
-bool model_matches(const std::vector<std::string>& patterns, std::string_view name)
+// Index of the first pattern matching `name`, or folded.size(); `folded`:
+// the patterns with ASCII case folded, computed once per input.
+std::size_t model_first_match(const std::vector<std::string>& folded, std::string_view name)
 {
     const std::string n = fold(name);
-    for (const auto& p : patterns) {
+    for (std::size_t k = 0; k < folded.size(); ++k) {
+        const std::string& p = folded[k];
         if (!p.empty() && p.back() == '*') {
-            const std::string prefix = fold(std::string_view(p).substr(0, p.size() - 1));
-            if (n.compare(0, prefix.size(), prefix) == 0 && n.size() >= prefix.size())
-                return true;
-        } else if (fold(p) == n) {
-            return true;
+            const std::string_view prefix = std::string_view(p).substr(0, p.size() - 1);
+            if (n.size() >= prefix.size() && std::string_view(n).substr(0, prefix.size()) == prefix)
+                return k;
+        } else if (p == n) {
+            return k;
         }
     }
-    return false;
+    return folded.size();
 }
 
 std::vector<std::string_view> split_lines(std::string_view s)
@@ -112,6 +116,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         FUZZ_CHECK(StripPolicy::is_valid_pattern(p), print_escaped("default pattern", p));
 
     const StripPolicy policy(patterns);
+    std::vector<std::string> folded;
+    for (const auto& p : patterns)
+        folded.push_back(fold(p));
     FUZZ_CHECK(policy.patterns() == patterns);
 
     // The reference tally: per folded name, first spelling and count.
@@ -124,8 +131,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     HeaderTally tally;
     for (const auto name : names) {
         const bool m = policy.matches(name);
-        FUZZ_CHECK(m == model_matches(patterns, name), print_escaped("name", name);
+        const std::size_t expected_first = model_first_match(folded, name);
+        FUZZ_CHECK(m == (expected_first < patterns.size()), print_escaped("name", name);
                    std::fprintf(stderr, "  matches() said %d\n", m));
+        // matching_pattern(): the first matching pattern, by address in patterns().
+        const std::string* first = policy.matching_pattern(name);
+        FUZZ_CHECK(m ? first == &policy.patterns()[expected_first] : first == nullptr, print_escaped("name", name);
+                   if (first) print_escaped("matching_pattern", *first));
         FUZZ_CHECK(tally.observe(name, policy) == m, print_escaped("name", name));
         if (!m)
             continue;

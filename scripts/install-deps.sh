@@ -2,7 +2,7 @@
 # Installs every Debian 12 package needed to build, run and test ImpaleMail.
 set -euo pipefail
 
-BUILD_DEPS=(cmake g++ make pkg-config libmilter-dev libhiredis-dev libyaml-cpp-dev libssl-dev libcli11-dev prometheus-cpp-dev catch2)
+BUILD_DEPS=(cmake g++ make pkg-config libmilter-dev libhiredis-dev libyaml-cpp-dev libssl-dev libcli11-dev nlohmann-json3-dev prometheus-cpp-dev catch2)
 RUN_DEPS=(redis-server redis-tools)
 TEST_DEPS=(postfix swaks miltertest python3 python3-pytest procps man-db)
 # scripts/fuzz.sh: clang, the libFuzzer/sanitizer runtimes (not pulled in by

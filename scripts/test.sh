@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine, as root:
 #   installs dependencies, builds (plain and ASan/UBSan), runs the unit tests
-#   under the sanitizers, then the end-to-end tests through a real Redis and
-#   private Postfix instances on 127.0.0.1 (nothing in /etc is changed).
+#   under the sanitizers, fuzzes the parsers (clang/libFuzzer, 4 x 60 s), then
+#   the end-to-end tests through a real Redis and private Postfix and Sendmail
+#   instances on 127.0.0.1 (nothing in /etc is
+#   changed; the Sendmail packages are downloaded into build/sendmail-debs and
+#   unpacked there, never installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 scripts/build.sh
 scripts/build.sh --sanitize
+scripts/build.sh --deb      # installed and run by tests/e2e/test_package.py
 
 echo "== unit tests (ASan + UBSan)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-asan && ctest --output-on-failure)
 
-echo "== end-to-end tests (Redis, impalemail-milter, Postfix)"
+echo "== fuzzing (libFuzzer, 60 s per harness)"
+scripts/fuzz.sh 60
+
+echo "== end-to-end tests (Redis, impalemail-milter, Postfix, Sendmail)"
 export IMPALEMAIL_MILTER="$PWD/build/milter/impalemail-milter"
 export IMPALEMAIL_MILTER_ASAN="$PWD/build-asan/milter/impalemail-milter"
 /usr/bin/python3 -m pytest -p no:cacheprovider tests/e2e "$@"
+
+echo "== benchmark smoke run (bench/run.sh --smoke: fails if the benchmark machinery breaks, not on missed targets)"
+bench/run.sh --smoke
+
+echo "== soak test with faults (Redis restarts, milter kills, revocations, expiries; figures printed)"
+/usr/bin/python3 -m pytest -p no:cacheprovider tests/soak -v

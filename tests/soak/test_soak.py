@@ -2,9 +2,12 @@
 
 Thousands of messages go from concurrent SMTP senders through a real Postfix
 (contrib/postfix config), impalemail-milter and a real Redis, while a fault
-thread restarts and crashes Redis, SIGKILLs the milter, revokes aliases with
-DEL and creates aliases with TTLs of a few seconds that expire during the run.
-At the end every message is accounted for, by the unique id it carries.
+thread (Faults.steps) restarts Redis (SIGTERM) and crashes it (SIGKILL),
+hangs it (SIGSTOP for 1 s), makes it drop every client connection (CLIENT
+KILL), SIGKILLs the milter (once in the middle of a transaction), revokes
+aliases with DEL and creates aliases with TTLs of 2-5 s that expire during
+the run.  At the end every message is accounted for, by the unique id it
+carries.
 
 Senders behave like an MTA:
 - one recipient (an alias) per message, several messages per SMTP session;
@@ -48,19 +51,28 @@ Accounting, per message id, at the end (after the Postfix queue drained):
 - gave_up: delivered anywhere is "misdelivered";
 - uncertain: 0 or 1 copies in its owner's Maildir;
 - an id found in a Maildir that no sender sent is "misdelivered";
+- a delivered copy that still has the client's Received or X-Mailer header
+  (both on the milter's default strip list) was not rewritten by the milter:
+  a "maildir_problems" entry, as is a copy with other than one X-Soak-Id;
 - nothing may be left in the Postfix queue, in particular nothing parked for
   unrewritten@hold.invalid (the catch-all for mail the milter did not rewrite).
 
 The test fails on any lost, misdelivered, duplicated, wrongly refused or
 accepted-while-dead message, on a queue that does not drain, and on signs
-that the lab never recovered (more than 1% gave up; no message accepted after
-the last fault; a fault kind that never happened).
+that the lab did not recover (more than 1% gave up; one of the N_FINAL
+messages queued after the last fault not accepted; a fault kind that never
+happened; the milter not running or logging an internal error at the end).
 
-Size and time: SOAK_MESSAGES (default 3000) main messages, plus about 10%
-for the short-lived aliases, sent by SOAK_SENDERS (default 8) threads.  The
-main messages are paced evenly over max(45 s, SOAK_MESSAGES / 50 per s), so
-faults always hit live traffic (the lab itself takes several hundred
-messages per second); about 90 s in all on 2 cores.
+Size and time: SOAK_MESSAGES (default 3000) main messages over 320 aliases of
+six owners, plus, per fault cycle, 3 x 8 short-lived aliases x 5 messages
+and one held-transaction message, plus N_FINAL (16) messages after the
+last fault (3137 in all by default), sent by SOAK_SENDERS (default 8) threads.  The main messages are paced evenly over
+max(60 s, SOAK_MESSAGES / 50 per s) so that the faults (spread over the
+first ~70% of that window) always hit live traffic: unpaced, the lab takes
+several hundred messages per second and 3000 would be gone in seconds.
+About 75 s in all on 2 cores.  SOAK_SEED replays a run's random choices
+(not its timing).  Every message's attempts are written to
+soak-ledger.json in the work directory, which is kept when the test fails.
 """
 
 import heapq
@@ -82,7 +94,7 @@ N_MESSAGES = int(os.environ.get("SOAK_MESSAGES", "3000"))
 N_SENDERS = int(os.environ.get("SOAK_SENDERS", "8"))
 N_ALIASES = 320                     # long-lived aliases (TTL 1 h)
 N_PROTECTED = 20                    # of those, never revoked (used by the held-transaction probe)
-PACE_S = max(45.0, N_MESSAGES / 50.0)
+PACE_S = max(60.0, N_MESSAGES / 50.0)
 MSGS_PER_SESSION = 5
 MAX_ATTEMPTS = 12
 BACKOFF_FIRST_S = 0.25
@@ -92,7 +104,7 @@ EPHEMERAL_PER_BATCH = 8
 EPHEMERAL_TTL_MS = (2000, 5000)
 EPHEMERAL_MSGS_PER_ALIAS = 5        # spread over [creation, expiry + 3 s]
 REVOKE_PER_BATCH = 12
-FAULT_GAP_S = 4.0                   # between fault steps; a cycle is 10 steps
+N_FINAL = 16                        # sent after the last fault: all must be accepted
 EXPIRY_TOLERANCE_S = 0.05
 QUEUE_DRAIN_TIMEOUT_S = 120
 GAVE_UP_MAX_FRACTION = 0.01
@@ -402,7 +414,7 @@ class Faults:
             self.stats.add("revoked")
         self.note(f"revoked {len(batch)} aliases with DEL")
 
-    def wait_for_traffic(self, min_inflight=2, timeout=3.0):
+    def wait_for_traffic(self, min_inflight=1, timeout=2.0):
         """Strike while senders are mid-transaction (bounded wait)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -423,6 +435,28 @@ class Faults:
         self.lab.redis.start()
         self.stats.add("redis_restarts")
         self.note("redis started")
+
+    def redis_hang(self, hung_s):
+        """SIGSTOP: Redis keeps its port open and answers nothing, so lookups
+        time out (timeout_ms) and, after SIGCONT, Redis answers GETs whose
+        asker gave up: a reply must never be taken for a later lookup's."""
+        self.wait_for_traffic()
+        self.lab.redis.pause()
+        self.note("redis SIGSTOPped")
+        try:
+            time.sleep(hung_s)
+        finally:
+            self.lab.redis.resume()
+        self.stats.add("redis_hangs")
+        self.note("redis SIGCONTed")
+
+    def redis_client_kill(self):
+        """Redis drops every client connection (idle ones included): the
+        milter's kept connections must be reopened, the GET re-sent once."""
+        self.wait_for_traffic()
+        killed = self.redis_cli("CLIENT", "KILL", "TYPE", "normal")
+        self.stats.add("redis_client_kills")
+        self.note(f"redis CLIENT KILL TYPE normal: {killed}")
 
     def milter_kill(self, down_s):
         self.wait_for_traffic()
@@ -483,22 +517,40 @@ class Faults:
             ("ephemeral", self.ephemeral_batch),
             ("milter kill", lambda: self.milter_kill(down_s=1.0)),
             ("revoke", self.revoke_batch),
+            ("redis hang", lambda: self.redis_hang(hung_s=1.0)),
+            ("redis client kill", self.redis_client_kill),
         ]
 
+    def final_batch(self):
+        """After the last fault: messages to never-revoked aliases, which
+        must all be accepted (the lab recovered from everything)."""
+        now = time.monotonic()
+        for k in range(N_FINAL):
+            m = Message(f"{RUN}-f{k}", self.protected[k % len(self.protected)], "final")
+            self.messages[m.id] = m
+            self.queue.put_new(m, now + k * 0.05)
+        self.note(f"queued {N_FINAL} final messages")
+
     def run(self, t0, pace_end, errors):
-        """One full cycle always; more while main traffic is still being paced."""
+        """One full cycle of steps, spread over the first ~70% of the paced
+        traffic (a step may also wait up to 2 s for a transaction in flight
+        and Redis/milter downtimes add ~8 s, hence the -12 s); more cycles
+        while main traffic is still being paced (large SOAK_MESSAGES)."""
+        n = len(self.steps())
+        gap = min(4.0, max(1.5, ((pace_end - t0) * 0.7 - 12) / n))
         try:
             cycle = 0
             while cycle < 50:
                 for name, step in self.steps():
-                    time.sleep(FAULT_GAP_S * random.uniform(0.75, 1.25))
+                    time.sleep(gap * random.uniform(0.75, 1.25))
                     if name == "revoke" and len(self.revocable) < REVOKE_PER_BATCH:
                         continue
                     step()
                     self.last_fault_end = time.time()
                 cycle += 1
-                if time.monotonic() + len(self.steps()) * FAULT_GAP_S > pace_end:
+                if time.monotonic() + n * (gap + 2) + 12 > pace_end:
                     break
+            self.final_batch()
         except Exception as e:
             errors.append(f"fault thread crashed: {type(e).__name__}: {e}")
             raise
@@ -514,8 +566,13 @@ class Faults:
 # --------------------------------------------------------------------------
 # accounting
 # --------------------------------------------------------------------------
+# Headers the client wrote that the milter's default strip list removes; a
+# delivered copy still carrying one was not rewritten by the milter.
+UNSTRIPPED_RE = re.compile(rb"^(Received: from laptop\.sender\.test|X-Mailer: SoakMailer)", re.M)
+
+
 def scan_maildirs(postfix):
-    """{id: Counter(mailbox -> copies)} over every real mailbox."""
+    """({id: Counter(mailbox -> copies)} over every real mailbox, problems)."""
     found = defaultdict(Counter)
     bad = []
     for mailbox in postfix.mailboxes:
@@ -528,9 +585,13 @@ def scan_maildirs(postfix):
                 if sub == "tmp":
                     bad.append(f"{mailbox}: file left in tmp/: {p.name}")
                     continue
-                ids = ID_RE.findall(p.read_bytes())
+                raw = p.read_bytes()
+                ids = ID_RE.findall(raw)
                 if len(ids) != 1:
                     bad.append(f"{mailbox}: {p.name} has {len(ids)} X-Soak-Id headers")
+                head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+                if UNSTRIPPED_RE.search(head):
+                    bad.append(f"{mailbox}: {p.name} ({ids}) still has the client's Received/X-Mailer")
                 for i in ids:
                     found[i.decode()][mailbox] += 1
     return found, bad
@@ -675,6 +736,7 @@ def test_soak_nothing_lost_under_faults(soak_lab, capsys):
         "wrongly_refused": len(problems["wrongly_refused"]),
         "accepted_dead": len(problems["accepted_dead"]),
         "uncertain": counts["uncertain"],
+        "maildir_problems": len(maildir_problems),
         "sent": len(messages),
         "accepted": counts["accepted"],
         "refused_5xx": counts["refused"],
@@ -686,6 +748,8 @@ def test_soak_nothing_lost_under_faults(soak_lab, capsys):
         "rcpt250_then_data4xx": s["rcpt250_then_data4xx"],
         "gave_up": counts["gave_up"],
         "redis_restarts": s["redis_restarts"],
+        "redis_hangs": s["redis_hangs"],
+        "redis_client_kills": s["redis_client_kills"],
         "milter_kills": s["milter_kills"],
         "revoked": s["revoked"],
         "expired": expired,
@@ -716,7 +780,9 @@ def test_soak_nothing_lost_under_faults(soak_lab, capsys):
         for kind in ("lost", "misdelivered", "duplicated", "wrongly_refused", "accepted_dead", "unfinished"):
             for p in problems[kind][:10]:
                 print(f"[soak] {kind}: {p}")
-        print(f"[soak] ledger: {lab.workdir / 'soak-ledger.json'}")
+        for p in maildir_problems[:10]:
+            print(f"[soak] maildir: {p}")
+        print(f"[soak] ledger (work directory kept if the test fails): {lab.workdir / 'soak-ledger.json'}")
 
     assert not errors, errors
     assert not hung, f"threads still running at the deadline: {hung}"
@@ -732,6 +798,7 @@ def test_soak_nothing_lost_under_faults(soak_lab, capsys):
     # The faults really happened, the subtle case was exercised, and the lab
     # recovered from all of them.
     assert figures["redis_restarts"] >= 2 and figures["milter_kills"] >= 2, line
+    assert figures["redis_hangs"] >= 1 and figures["redis_client_kills"] >= 1, line
     assert figures["revoked"] >= REVOKE_PER_BATCH and figures["expired"] >= EPHEMERAL_PER_BATCH, line
     assert s["held_data_4xx"] >= 1, \
         f"the held transaction did not get 4xx at end of data after the milter kill: " \
@@ -739,9 +806,68 @@ def test_soak_nothing_lost_under_faults(soak_lab, capsys):
     assert figures["refused_revoked"] >= 1 and figures["refused_expired"] >= 1, line
     assert figures["gave_up"] <= GAVE_UP_MAX_FRACTION * figures["sent"], \
         f"too many messages gave up after {MAX_ATTEMPTS} attempts (~30 s): the lab did not recover; {line}"
-    assert any(m.state == "accepted" and m.final["start"] > faults.last_fault_end
-               for m in messages.values()), "nothing accepted after the last fault"
+    final = [m for m in messages.values() if m.kind == "final"]
+    assert len(final) == N_FINAL and all(m.state == "accepted" for m in final), \
+        [(m.id, m.state, m.attempts) for m in final if m.state != "accepted"][:5]
     assert figures["accepted"] >= 0.5 * figures["sent"], line
     assert lab.milter.is_running(), labmod.tail(lab.milter.log(), 20)
     assert "internal error" not in lab.milter.log(), \
         [l for l in lab.milter.log().splitlines() if "internal error" in l][:5]
+
+
+def test_accounting_catches_every_kind_of_failure():
+    """The checker itself, on a made-up ledger: a soak run that passes
+    means something only if each kind of failure would have been counted."""
+    now = time.time()
+    live = Alias("live@x", "alice@real.example", "long")
+    revoked = Alias("rev@x", "bob@real.example", "long", revoked_before=now - 10, revoked_after=now - 9.9)
+    expiring = Alias("eph@x", "carol@other.example", "ephemeral", set_at=now - 10, set_done=now - 9.99, ttl_s=3)
+
+    def msg(mid, alias, state, rcpt_at=now, rcpt=(250, "2.1.5 Ok")):
+        m = Message(mid, alias, "main", state=state)
+        m.final = {"rcpt_sent": rcpt_at - 0.01, "rcpt_replied": rcpt_at,
+                   "rcpt": {"code": rcpt[0], "text": rcpt[1]}}
+        m.attempts = [m.final]
+        return m
+
+    unknown = (550, "5.1.1 <x>: Recipient address rejected: unknown alias")
+    ledger = {m.id: m for m in [
+        msg("ok", live, "accepted"),
+        msg("lost", live, "accepted"),
+        msg("dup", live, "accepted"),
+        msg("elsewhere", live, "accepted"),
+        msg("refused-ok", revoked, "refused", rcpt=unknown),
+        msg("refused-early", revoked, "refused", rcpt_at=now - 20, rcpt=unknown),
+        msg("refused-live", live, "refused", rcpt=unknown),
+        msg("refused-553", revoked, "refused", rcpt=(553, "5.1.3 malformed")),
+        msg("expired-ok", expiring, "refused", rcpt=unknown),
+        msg("expired-early", expiring, "refused", rcpt_at=now - 9, rcpt=unknown),
+        msg("refused-delivered", revoked, "refused", rcpt=unknown),
+        msg("dead-accepted", revoked, "accepted"),
+        msg("gave-up-delivered", live, "gave_up"),
+        msg("uncertain-once", live, "uncertain"),
+        msg("uncertain-twice", live, "uncertain"),
+        msg("pending", live, "pending"),
+    ]}
+    found = {
+        "ok": Counter({"alice@real.example": 1}),
+        "dup": Counter({"alice@real.example": 2}),
+        "elsewhere": Counter({"alice@real.example": 1, "bob@real.example": 1}),
+        "refused-delivered": Counter({"bob@real.example": 1}),
+        "dead-accepted": Counter({"bob@real.example": 1}),
+        "gave-up-delivered": Counter({"alice@real.example": 1}),
+        "uncertain-once": Counter({"alice@real.example": 1}),
+        "uncertain-twice": Counter({"alice@real.example": 2}),
+        "stray": Counter({"carol@other.example": 1}),
+    }
+    counts, problems = account(ledger, found)
+
+    def ids(kind):
+        return sorted(p.split()[0].rstrip(":") for p in problems[kind])
+    assert ids("lost") == ["lost"]
+    assert ids("duplicated") == ["dup", "uncertain-twice"]
+    assert ids("misdelivered") == ["elsewhere", "gave-up-delivered", "refused-delivered", "unknown"]
+    assert ids("wrongly_refused") == ["expired-early", "refused-553", "refused-early", "refused-live"]
+    assert ids("accepted_dead") == ["dead-accepted"]
+    assert ids("unfinished") == ["pending"]
+    assert counts["refused_revoked"] == 2 and counts["refused_expired"] == 1

@@ -37,7 +37,7 @@ struct TempDir {
     }
     ~TempDir()
     {
-        for (const char* f : {"/secret", "/short", "/empty", "/impalemail.yaml"})
+        for (const char* f : {"/secret", "/short", "/empty", "/big", "/impalemail.yaml"})
             std::remove((path + f).c_str());
         rmdir(path.c_str());
     }
@@ -188,6 +188,11 @@ TEST_CASE("the Redis password and pseudonym key come from files")
     CHECK(has_error(bad, 5, 18, "cannot read"));
     CHECK(has_error(bad, 7, 23, "at least 16 bytes"));
     CHECK_FALSE(load_config_text(std::string(kMinimal) + "redis:\n  password_file: empty\n", dir.path).config);
+    // Not a regular file, or far too big for a secret: refused without reading it.
+    CHECK_FALSE(load_config_text(std::string(kMinimal) + "logging:\n  pseudonym_key_file: /dev/urandom\n", "/").config);
+    CHECK_FALSE(load_config_text(std::string(kMinimal) + "redis:\n  password_file: /etc\n", "/").config);
+    dir.write("big", std::string(5000, 'k'));
+    CHECK_FALSE(load_config_text(std::string(kMinimal) + "redis:\n  password_file: big\n", dir.path).config);
     CHECK_FALSE(load_config_text(std::string(kMinimal) + "redis:\n  username: u\n", dir.path).config);
 }
 

@@ -37,6 +37,11 @@ TEST_CASE("RCPT arguments are parsed and normalized")
         {"<a b@alias.example.org>", AddressProblem::BadLocalPart, "", "alias.example.org"},
         {"<a(b)@alias.example.org>", AddressProblem::BadLocalPart, "", "alias.example.org"},
         {"<user@[192.0.2.1]>", AddressProblem::None, "user", "[192.0.2.1]"},
+        {"<user@[IPv6:2001:DB8::1]>", AddressProblem::None, "user", "[ipv6:2001:db8::1]"},
+        {"<user@[192.0.2.300]>", AddressProblem::BadDomain, "", "[192.0.2.300]"},
+        {"<user@[b@c]>", AddressProblem::BadDomain, "", ""},
+        {"<user@[\"]>", AddressProblem::Unparseable, "", ""}, // the quote swallows the closing bracket
+        {"<user@[tag:content]>", AddressProblem::BadDomain, "", "[tag:content]"},
         {"<user@-bad.example>", AddressProblem::BadDomain, "", "-bad.example"},
         {"<user@bad..example>", AddressProblem::BadDomain, "", "bad..example"},
         {"<user@>", AddressProblem::BadDomain, "", ""},
@@ -99,6 +104,8 @@ TEST_CASE("hostile input neither crashes nor hangs")
     CHECK(parse_envelope_address(nul_inside).problem == AddressProblem::BadLocalPart);
     CHECK(parse_envelope_address("<\"\\").problem == AddressProblem::Unparseable);
     CHECK(parse_envelope_address("<@:>").problem != AddressProblem::None);
+    CHECK(parse_envelope_address(std::string("u@[\0]", 6)).problem == AddressProblem::BadDomain);
+    CHECK(parse_envelope_address(std::string("<u@[192.0.2.1\0x]>", 17)).problem == AddressProblem::BadDomain);
 }
 
 TEST_CASE("the source route can be removed from a raw argument")

@@ -8,11 +8,17 @@
 #include <algorithm>
 #include <fstream>
 #include <initializer_list>
+#include <iterator>
 #include <sstream>
+#include <sys/stat.h>
 
 namespace impalemail {
 
 namespace {
+
+// Passwords and keys are short; this also keeps /dev/urandom or a wrong
+// path to a big file from being read into memory.
+constexpr long kMaxSecretSize = 4096;
 
 // Collects errors with their YAML positions while the tree is walked.
 class Reader {
@@ -116,14 +122,21 @@ public:
         }
         if (path.front() != '/' && !base_dir_.empty())
             path = base_dir_ + "/" + path;
+        struct stat st {};
+        if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+            error(n, "cannot read " + what + " '" + path + "': not a regular file");
+            return false;
+        }
+        if (st.st_size > kMaxSecretSize) {
+            error(n, what + " '" + path + "' is larger than " + std::to_string(kMaxSecretSize) + " bytes");
+            return false;
+        }
         std::ifstream in(path, std::ios::binary);
         if (!in) {
             error(n, "cannot read " + what + " '" + path + "'");
             return false;
         }
-        std::ostringstream buf;
-        buf << in.rdbuf();
-        out = buf.str();
+        out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
         while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
             out.pop_back();
         if (out.empty()) {

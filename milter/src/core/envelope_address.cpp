@@ -3,6 +3,8 @@
 #include "core/ascii.hpp"
 #include "core/mail_syntax.hpp"
 
+#include <arpa/inet.h>
+
 namespace impalemail {
 
 namespace {
@@ -95,14 +97,31 @@ bool unquote(std::string_view quoted, std::string& out)
     return true;
 }
 
+// "[192.0.2.1]" or "[ipv6:2001:db8::1]" (already lower-cased). General
+// address literals (RFC 5321 "tag:content") are not accepted.
+bool is_address_literal(const std::string& d)
+{
+    if (d.size() < 3 || d.front() != '[' || d.back() != ']')
+        return false;
+    std::string inner = d.substr(1, d.size() - 2);
+    // inet_pton stops at a NUL; only the characters of an address may pass.
+    if (inner.find_first_not_of("0123456789abcdef:.ipv6") != std::string::npos)
+        return false;
+    unsigned char buf[16];
+    if (inner.rfind("ipv6:", 0) == 0)
+        return inet_pton(AF_INET6, inner.c_str() + 5, buf) == 1;
+    return inet_pton(AF_INET, inner.c_str(), buf) == 1;
+}
+
 AddressProblem check_domain(std::string& domain)
 {
     if (domain.size() > 1 && domain.back() == '.' && domain.front() != '[')
         domain.pop_back();
     if (domain.size() > kMaxDomain)
         return AddressProblem::DomainTooLong;
-    if (domain.size() > 2 && domain.front() == '[' && domain.back() == ']')
-        return AddressProblem::None; // address literal: valid, never an alias domain
+    if (!domain.empty() && domain.front() == '[')
+        return is_address_literal(domain) ? AddressProblem::None // valid, never an alias domain
+                                          : AddressProblem::BadDomain;
     return is_domain_name(domain, Charset::Utf8) ? AddressProblem::None : AddressProblem::BadDomain;
 }
 

@@ -158,6 +158,8 @@ StoreReply RedisStore::get(const std::string& key)
             // idle timeout): the GET never ran, so one retry on a new one.
             const bool closed_while_idle =
                 err == REDIS_ERR_EOF || (err == REDIS_ERR_IO && (sys_errno == EPIPE || sys_errno == ECONNRESET));
+            if (err == REDIS_ERR_IO && (sys_errno == EAGAIN || sys_errno == EWOULDBLOCK))
+                why = "no reply within " + std::to_string(settings_.timeout.count()) + " ms (redis.timeout_ms)";
             drop_connection(true);
             if (closed_while_idle && !fresh) {
                 if (std::string error = connect(); !error.empty())
