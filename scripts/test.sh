@@ -3,7 +3,7 @@
 #   installs dependencies, builds (plain and ASan/UBSan), runs the unit tests
 #   under the sanitizers, fuzzes the parsers (clang/libFuzzer, 4 x 60 s), then
 #   the end-to-end tests through a real Redis and private Postfix and Sendmail
-#   instances on 127.0.0.1, a benchmark smoke run, and the soak test.
+#   instances on 127.0.0.1, a benchmark and a sizing smoke run, and the soak test.
 #   The MTAs run from private directories (the Sendmail packages are
 #   downloaded into build/sendmail-debs and unpacked there, never installed);
 #   the only system change is tests/e2e/test_package.py installing the
@@ -29,6 +29,9 @@ export IMPALEMAIL_MILTER="$PWD/build/milter/impalemail-milter"
 export IMPALEMAIL_MILTER_ASAN="$PWD/build-asan/milter/impalemail-milter"
 export IMPALECTL="$PWD/build-asan/ctl/impalectl"   # the admin CLI runs under ASan + UBSan
 /usr/bin/python3 -m pytest -p no:cacheprovider tests/e2e "$@"
+
+echo "== sizing smoke run (bench/sizing.py --smoke, 10,000 aliases: fails if the measurement breaks; full figures in docs/deployment.md)"
+/usr/bin/python3 bench/sizing.py --smoke
 
 echo "== benchmark smoke run (bench/run.sh --smoke: fails if the benchmark machinery breaks, not on missed targets)"
 bench/run.sh --smoke

@@ -565,6 +565,20 @@ class SentinelCluster:
                    detail=lambda: f"named: {self.named_ports()}\n" + "\n".join(
                        f"sentinel {s.port}: " + tail(s.log(), 10) for s in self.sentinels))
 
+    def set_alias_everywhere(self, alias, owner, ttl=600, prefix="alias:", timeout=10):
+        """SET on the primary the sentinels name, then wait until every other
+        running data node has the key.  (Not WAIT: on Redis 7.0 it was seen
+        to count a replica that had just resynced before that replica had the
+        write, and a failover right then lost it.)  Returns the primary."""
+        primary = self.primary()
+        primary.set_alias(alias, owner, ttl=ttl, prefix=prefix)
+        key = prefix + alias.lower()
+        for node in self.nodes:
+            if node is not primary and node.is_running():
+                wait_until(lambda node=node: node.cli("EXISTS", key) == "1", timeout,
+                           f"{key} to reach the replica on port {node.port}", interval=0.05)
+        return primary
+
     def wait_replica_ready(self, node, timeout=40):
         """Wait until `node` says ROLE slave with its link up and every running
         sentinel lists it as a replica with master-link-status ok: a candidate

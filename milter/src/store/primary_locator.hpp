@@ -35,7 +35,8 @@ private:
 };
 
 // Asks each sentinel in turn (starting with the last one that answered)
-// SENTINEL get-master-addr-by-name, and caches the answer until forgotten.
+// SENTINEL get-master-addr-by-name, and caches the answer until it is
+// forgotten or older than kRecheckInterval.
 class SentinelPrimary : public PrimaryLocator {
 public:
     SentinelPrimary(SentinelSettings settings, std::chrono::milliseconds timeout)
@@ -53,7 +54,11 @@ private:
     const std::chrono::milliseconds timeout_;
     std::mutex mutex_; // also serializes discovery: one query per failover, not one per thread
     std::optional<RedisEndpoint> cached_;
+    std::chrono::steady_clock::time_point asked_at_{};
     std::size_t next_ = 0;
+
+public:
+    static constexpr std::chrono::seconds kRecheckInterval{1};
 };
 
 std::shared_ptr<PrimaryLocator> make_primary_locator(const RedisSettings& settings);

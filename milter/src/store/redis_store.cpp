@@ -57,6 +57,11 @@ bool RedisStore::handshake(std::string& error)
     if (locator_->confirm_role()) {
         // A sentinel's answer can be stale during a failover.
         const RedisReply r(static_cast<redisReply*>(redisCommand(c, "ROLE")));
+        if (r && r->type == REDIS_REPLY_ERROR) {
+            error = "ROLE refused by " + endpoint_.describe() + ": " + std::string(r->str, r->len) +
+                    " (with Sentinel the Redis user needs +role)";
+            return false;
+        }
         if (!is_role_master(r.get())) {
             error = endpoint_.describe() + " is not the primary";
             return false;
@@ -142,6 +147,13 @@ StoreReply RedisStore::get(const std::string& key)
 {
     if (ctx_)
         drain_pending(); // on failure the connection is dropped and the lookup opens a new one
+    if (ctx_ && locator_->confirm_role()) {
+        // Follows a switchover that left the old primary up (cheap: the
+        // locator re-asks the sentinels at most once a second).
+        std::string ignored;
+        if (const auto now_primary = locator_->primary(ignored); now_primary && !(*now_primary == endpoint_))
+            drop_connection(false);
+    }
     bool fresh = false;
     if (!ctx_) {
         if (std::string error = connect(); !error.empty())
