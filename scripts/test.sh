@@ -30,6 +30,10 @@ export IMPALEMAIL_MILTER_ASAN="$PWD/build-asan/milter/impalemail-milter"
 export IMPALECTL="$PWD/build-asan/ctl/impalectl"   # the admin CLI runs under ASan + UBSan
 /usr/bin/python3 -m pytest -p no:cacheprovider tests/e2e "$@"
 
+echo "== bad input through Postfix, with the milter built with ASan + UBSan"
+IMPALEMAIL_MILTER="$IMPALEMAIL_MILTER_ASAN" /usr/bin/python3 -m pytest -p no:cacheprovider \
+    tests/e2e/test_bad_input.py tests/e2e/test_postfix.py "$@"
+
 echo "== sizing smoke run (bench/sizing.py --smoke, 10,000 aliases: fails if the measurement breaks; full figures in docs/deployment.md)"
 /usr/bin/python3 bench/sizing.py --smoke
 

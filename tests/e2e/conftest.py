@@ -77,6 +77,12 @@ def milter(workdir, redis, postfix):
         pytest.fail(f"cannot start the milter: {e}", pytrace=False)
     yield m
     m.stop()
+    # With IMPALEMAIL_MILTER pointing at the ASan/UBSan build, any report
+    # the sanitizers wrote during the session fails it.
+    log = m.log()
+    reports = [marker for marker in labmod.SANITIZER_MARKERS if marker in log]
+    if reports:
+        pytest.fail(f"sanitizer reports in the milter log: {reports}\n{labmod.tail(log, 60)}", pytrace=False)
 
 
 @pytest.fixture

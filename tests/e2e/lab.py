@@ -69,6 +69,10 @@ MAILBOXES = {
 }
 
 
+# What ASan, LeakSanitizer and UBSan print when they find something.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 class LabError(RuntimeError):
     pass
 

@@ -17,7 +17,7 @@ import pytest
 import lab as labmod
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "miltertest"
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = labmod.SANITIZER_MARKERS
 
 
 def sanitized_binary():
