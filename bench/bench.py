@@ -3,21 +3,23 @@
 
 Run through bench/run.sh (see docs/benchmarks.md):
 
-    bench/run.sh            full run (~12 minutes), the numbers in docs/benchmarks.md
-    bench/run.sh --quick    the same table with shorter runs and 2 rounds (~4 minutes)
+    bench/run.sh            full run (6-12 minutes), the numbers in docs/benchmarks.md
+    bench/run.sh --quick    the same table with shorter runs and 2 rounds (~3 minutes)
     bench/run.sh --smoke    a few messages per cell: checks the machinery (CI, < 1 minute)
-    bench/run.sh --profile  callgrind + strace of both filters (not a benchmark)
+    bench/run.sh --profile  callgrind, strace -c and perf of the filters (not a benchmark)
 
 One private Postfix on 127.0.0.1, configured from contrib/postfix exactly as
 the end-to-end tests do (tests/e2e/lab.py), plus:
   - the owners' domain discard.example, delivered by Postfix's discard(8);
-  - three smtpd listeners that differ only in smtpd_milters (master.cf -o):
+  - smtpd listeners that differ only in smtpd_milters (master.cf -o):
       (a) none       smtpd_milters empty; mail to sink@discard.example
       (b) noop       bench/noop_milter.c (skips every stage it can);
                      mail to sink@discard.example
       (c) impalemail smtpd_milters from contrib (impalemail-milter); mail to
                      a live alias, rewritten to its owner @discard.example,
                      6 headers stripped
+      (d) steps      noop_milter --steps: impalemail's negotiation, no work
+                     (a diagnostic, at two points only)
   - a private Redis holding the aliases.
 smtp-source is the load generator; a Python probe session samples SMTP
 transaction latency at the same time.  Variants run back to back for each
@@ -33,6 +35,7 @@ Only the Python standard library is used; must run as root.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,6 +49,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import lab as labmod  # noqa: E402
 
@@ -59,7 +63,11 @@ MAX_RCPTS = 100
 HELO = "client.bench.test"
 
 VARIANTS = ("a", "b", "c")
-VARIANT_NAMES = {"a": "(a) no milter", "b": "(b) noop milter", "c": "(c) impalemail"}
+VARIANT_NAMES = {"a": "(a) no milter", "b": "(b) noop milter", "c": "(c) impalemail",
+                 "d": "(d) noop, impalemail's steps"}
+# (d), a diagnostic, runs at these points only: the noop filter negotiating
+# what impalemail negotiates (MAIL, RCPT, headers, EOM, the "i" macro).
+D_POINTS = ("base", "rcpt 100")
 SIZES = {"2KB": 2 * 1024, "1MB": 1024 * 1024, "10MB": 10 * 1024 * 1024}
 
 # One factor at a time around BASE.
@@ -80,7 +88,7 @@ WARMUP = {"base": 200, "body 1MB": 20, "body 10MB": 4, "rcpt 10": 100, "rcpt 100
 
 MODES = {
     # seconds per measured run, rounds, probe interval, idle connections
-    "full": dict(seconds=6.0, rounds=3, probe_interval=0.05, idle=500, warmup_scale=1.0),
+    "full": dict(seconds=2.5, rounds=6, probe_interval=0.05, idle=500, warmup_scale=1.0),
     "quick": dict(seconds=2.0, rounds=2, probe_interval=0.05, idle=500, warmup_scale=0.5),
     "smoke": dict(seconds=None, rounds=1, probe_interval=0.05, idle=30, warmup_scale=0.0),
 }
@@ -194,12 +202,14 @@ def redis_info(port, section):
 class BenchPostfix(labmod.Postfix):
     """lab.Postfix (contrib/postfix config) + discard domain + 3 listeners."""
 
-    NOOP_SOCKET_REL = "bench-noop/noop.sock"   # relative to queue_directory
+    NOOP_SOCKET_REL = "bench-noop/noop.sock"    # relative to queue_directory
+    STEPS_SOCKET_REL = "bench-noop/steps.sock"
 
     def __init__(self, workdir, ports):
         super().__init__(workdir, port=ports["c"])
         self.ports = ports
         self.noop_socket = self.queue_dir / self.NOOP_SOCKET_REL
+        self.steps_socket = self.queue_dir / self.STEPS_SOCKET_REL
 
     def setup(self):
         super().setup()   # main.cf = lab base + contrib/postfix/main.cf.snippet
@@ -222,11 +232,13 @@ class BenchPostfix(labmod.Postfix):
                     "  -o smtpd_milters=\n")
             f.write(f"127.0.0.1:{self.ports['b']} inet n - n - - smtpd\n"
                     f"  -o smtpd_milters=unix:{self.NOOP_SOCKET_REL}\n")
+            f.write(f"127.0.0.1:{self.ports['d']} inet n - n - - smtpd\n"
+                    f"  -o smtpd_milters=unix:{self.STEPS_SOCKET_REL}\n")
         self._run(["postfix", "-c", str(self.conf), "check"])
 
     def start(self, timeout=20):
         super().start(timeout)
-        for v in ("a", "b"):
+        for v in ("a", "b", "d"):
             labmod.wait_until(lambda: labmod.port_open(self.ports[v]), timeout,
                               f"smtpd on {self.ports[v]}")
 
@@ -241,8 +253,9 @@ class BenchPostfix(labmod.Postfix):
 
 
 class NoopMilter(labmod._Service):
-    def __init__(self, binary, socket_path, logfile, wrapper=()):
+    def __init__(self, binary, socket_path, logfile, wrapper=(), steps=False):
         super().__init__()
+        self.steps = steps
         self.binary = Path(binary)
         self.socket_path = Path(socket_path)
         self.logfile = Path(logfile)
@@ -251,7 +264,8 @@ class NoopMilter(labmod._Service):
     def start(self, timeout=15):
         with open(self.logfile, "ab") as log_f:
             self.proc = subprocess.Popen(
-                [*self.wrapper, str(self.binary), f"unix:{self.socket_path}"],
+                [*self.wrapper, str(self.binary), *(["--steps"] if self.steps else []),
+                 f"unix:{self.socket_path}"],
                 stdin=subprocess.DEVNULL, stdout=log_f, stderr=subprocess.STDOUT,
                 group="postfix", extra_groups=[])
         labmod.wait_until(lambda: self._ready(), timeout, f"noop milter on {self.socket_path}")
@@ -414,6 +428,10 @@ class Probe(threading.Thread):
             s.close()
 
 
+def variants_at(point):
+    return VARIANTS + (("d",) if point in D_POINTS else ())
+
+
 def percentile(values, p):
     if not values:
         return None
@@ -428,7 +446,7 @@ def percentile(values, p):
 # the bench
 # --------------------------------------------------------------------------
 class Bench:
-    def __init__(self, workdir, mode, milter_binary, rounds=None, seconds=None):
+    def __init__(self, workdir, mode, milter_binary, rounds=None, seconds=None, idle=None):
         self.workdir = workdir
         self.mode = mode
         self.cfg = dict(MODES[mode])
@@ -436,14 +454,17 @@ class Bench:
             self.cfg["rounds"] = rounds
         if seconds:
             self.cfg["seconds"] = seconds
-        self.ports = {v: labmod.free_port() for v in VARIANTS}
-        while len(set(self.ports.values())) < 3:
-            self.ports = {v: labmod.free_port() for v in VARIANTS}
+        if idle:
+            self.cfg["idle"] = idle
+        self.ports = {v: labmod.free_port() for v in "abcd"}
+        while len(set(self.ports.values())) < 4:
+            self.ports = {v: labmod.free_port() for v in "abcd"}
         self.redis = labmod.Redis(workdir / "redis")
         self.postfix = BenchPostfix(workdir / "postfix", self.ports)
         self.impalemail = labmod.Milter(milter_binary, workdir / "milter", self.redis.port,
                                         self.postfix.milter_socket)
         self.noop = None
+        self.steps = None
         self.msgfiles = {}
         self.payloads = {}
         self.counts = {}
@@ -462,6 +483,9 @@ class Bench:
         self.impalemail.start()
         self.noop = NoopMilter(noop_bin, self.postfix.noop_socket, self.workdir / "noop-milter.log")
         self.noop.start()
+        self.steps = NoopMilter(noop_bin, self.postfix.steps_socket, self.workdir / "steps-milter.log",
+                                steps=True)
+        self.steps.start()
         self.postfix.start()
         for name, size in SIZES.items():
             text = message_text(size)
@@ -477,7 +501,7 @@ class Bench:
         except Exception as e:  # noqa: BLE001 - keep stopping the rest
             errors.append(f"postfix: {e}")
         try:
-            stop_all([self.impalemail, self.noop])
+            stop_all([self.impalemail, self.noop, self.steps])
         except Exception as e:  # noqa: BLE001
             errors.append(f"milters: {e}")
         try:
@@ -488,10 +512,12 @@ class Bench:
             raise BenchError("; ".join(errors))
 
     def milter_pid(self, v):
-        return {"a": None, "b": self.noop.pid, "c": self.impalemail.pid}[v]
+        return {"a": None, "b": self.noop.pid, "c": self.impalemail.pid,
+                "d": self.steps.pid if self.steps else None}[v]
 
     def check_services(self):
         for name, svc in (("impalemail-milter", self.impalemail), ("noop milter", self.noop),
+                          ("steps noop milter", self.steps),
                           ("redis", self.redis)):
             if not svc.is_running():
                 raise BenchError(f"{name} is not running")
@@ -600,7 +626,7 @@ class Bench:
                 continue
             n = max(2, int(WARMUP[point] * self.cfg["warmup_scale"]))
             rates = []
-            for v in VARIANTS:
+            for v in variants_at(point):
                 r = self.run_once(point, v, n, probe=False)
                 rates.append(r["rate"])
             count = int(min(rates) * self.cfg["seconds"])
@@ -611,13 +637,13 @@ class Bench:
     def measure(self):
         rounds = self.cfg["rounds"]
         for rnd in range(rounds):
-            order = VARIANTS[rnd % 3:] + VARIANTS[:rnd % 3]
             for point, _ in POINTS:
-                for v in order:
+                vs = variants_at(point)
+                for v in vs[rnd % len(vs):] + vs[:rnd % len(vs)]:   # order rotates per round
                     r = self.run_once(point, v, self.counts[point])
                     r["round"] = rnd
                     self.runs.append(r)
-                    log(f"round {rnd + 1}/{rounds} {point:10s} {VARIANT_NAMES[v]:17s} "
+                    log(f"round {rnd + 1}/{rounds} {point:10s} {VARIANT_NAMES[v]:29s} "
                         f"{r['rate']:8.1f} msg/s" + (f"  milter {r['milter_cpu_ms']:7.1f} ms"
                                                      if "milter_cpu_ms" in r else ""))
 
@@ -628,6 +654,10 @@ class Bench:
         pid = self.milter_pid(v)
         rcpt = IDLE_ALIAS if v == "c" else SINK
         self.wait_queue_empty()
+        # Idle smtpd processes left over from earlier runs (of any listener)
+        # make master spawn the next few hundred very slowly; a reload ends them.
+        self.postfix.reload()
+        time.sleep(1.0)
         before = proc_status(pid)
         reset_hwm(pid)
         clients0 = int(redis_info(self.redis.port, "clients")["connected_clients"])
@@ -740,6 +770,12 @@ def report(bench, info):
     lines.append(f"mode {bench.mode}: {bench.cfg['rounds']} round(s), variants interleaved "
                  f"(order rotates per round); probe interval {bench.cfg['probe_interval'] * 1000:.0f} ms")
     lines.append(f"machine: {info['nproc']} CPUs, {info['cpu']}, {info['mem']}; load before: {info['load']}")
+    lines.append(f"Postfix {info['postfix']}, libmilter {info['libmilter']}, Redis {info['redis']}; "
+                 f"impalemail-milter {info['milter']['path']} ({info['milter']['mtime']}, "
+                 f"tree {info['milter']['git']})")
+    if bench.mode == "smoke":
+        lines.append("SMOKE MODE: a few messages per cell, checks the machinery only; "
+                     "the numbers and verdicts below mean nothing")
     lines.append("base point: 2 KB message, 1 recipient, 20 sessions, new connection per message; "
                  "each row changes one factor")
     lines.append("")
@@ -749,7 +785,7 @@ def report(bench, info):
     lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     agg = {}
     for point, _ in POINTS:
-        for v in VARIANTS:
+        for v in variants_at(point):
             a = aggregate(runs, point, v)
             if a is None:
                 continue
@@ -765,21 +801,26 @@ def report(bench, info):
     lines.append("")
     lines.append("Ratios (median over rounds of the ratio within each round; [per round]):")
     lines.append("")
-    lines.append("| point | (c)/(b) msg/s | (c)/(a) msg/s | (b)/(a) msg/s | (c)/(b) milter CPU per msg |")
-    lines.append("|---|---:|---:|---:|---:|")
+    lines.append("| point | (c)/(b) msg/s | (c)/(a) msg/s | (b)/(a) msg/s | (c)/(b) milter CPU per msg "
+                 "| (c)/(d) msg/s | (c)/(d) milter CPU per msg |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
     ratios = {}
     for point, _ in POINTS:
         cb, cbv = round_ratios(runs, point, "c", "b", "rate")
         ca, cav = round_ratios(runs, point, "c", "a", "rate")
         ba, bav = round_ratios(runs, point, "b", "a", "rate")
         cpu, cpuv = round_ratios(runs, point, "c", "b", "cpu")
+        cd, cdv = round_ratios(runs, point, "c", "d", "rate")
+        cdc, cdcv = round_ratios(runs, point, "c", "d", "cpu")
         ratios[point] = {"c/b rate": cb, "c/a rate": ca, "b/a rate": ba, "c/b cpu": cpu,
+                         "c/d rate": cd, "c/d cpu": cdc,
                          "c/b rate rounds": cbv, "c/a rate rounds": cav, "b/a rate rounds": bav,
-                         "c/b cpu rounds": cpuv}
+                         "c/b cpu rounds": cpuv, "c/d rate rounds": cdv, "c/d cpu rounds": cdcv}
 
         def cell(x, xs):
             return f"{fmt(x, 3)} [{', '.join(f'{y:.2f}' for y in xs)}]" if x is not None else "-"
-        lines.append(f"| {point} | {cell(cb, cbv)} | {cell(ca, cav)} | {cell(ba, bav)} | {cell(cpu, cpuv)} |")
+        lines.append(f"| {point} | {cell(cb, cbv)} | {cell(ca, cav)} | {cell(ba, bav)} | {cell(cpu, cpuv)} "
+                     f"| {cell(cd, cdv)} | {cell(cdc, cdcv)} |")
     lines.append("")
     if bench.idle:
         lines.append("Idle connections (each SMTP session past RCPT, then idle; RSS while they are open):")
@@ -815,6 +856,13 @@ def report(bench, info):
         targets[tid] = {"value": val, "verdict": verdict, "description": desc}
         unit = " MB" if tid == "T5" else ""
         lines.append(f"- {tid} {desc.format(idle=bench.cfg['idle'])}: {fmt(val, 3)}{unit} -> {verdict}")
+        if tid == "T4":
+            a, b = agg.get(("body 10MB", "b")), agg.get(("base", "b"))
+            if val is not None and a and b and b["milter_ms_per_1k"]:
+                noop = a["milter_ms_per_1k"] / b["milter_ms_per_1k"]
+                lines.append(f"  (the no-op filter, which does the same work for any size, shows {noop:.3f} "
+                             f"for the same ratio: impalemail's ratio divided by it is {val / noop:.3f})")
+                targets["T4"]["noop_ratio"] = noop
     return "\n".join(lines), {"aggregate": {f"{p}|{v}": a for (p, v), a in agg.items()},
                               "ratios": ratios, "targets": targets}
 
@@ -841,42 +889,80 @@ def machine_info():
 # --------------------------------------------------------------------------
 # profile mode: callgrind and strace of both filters under the base load
 # --------------------------------------------------------------------------
-def callgrind_by_object(outfile):
-    """Self cost (Ir) per object file and the top functions, from callgrind_annotate."""
-    r = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(outfile)],
-                       capture_output=True, text=True)
-    by_obj, funcs, total = {}, [], None
+ANNOTATE_LINE = re.compile(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(.*?)(?:\s+\[(/[^\[\]]*|\?\?\?)\])?\s*$")
+# Inclusive cost of these (impalemail's callbacks and what they call).
+INCLUSIVE_OF_INTEREST = ("on_negotiate", "on_envfrom", "on_envrcpt", "on_header", "on_eom", "on_abort",
+                         "on_close", "Pseudonymizer::operator()", "RedisStore::get", "RedisStore::connect",
+                         "log_rcpt_decision", "log_rewrite", "MessageSession::on_recipient",
+                         "logging::write", "RedisStore::record_forwarded", "RedisStore::drain_pending")
+
+
+def callgrind_annotate(outfile, inclusive):
+    """[(Ir, function, object)] and the program total, from callgrind_annotate."""
+    r = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}", "--auto=no",
+                        "--threshold=100", str(outfile)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BenchError(f"callgrind_annotate {outfile}: {r.stderr}")
+    total, rows, in_table = None, [], False
     for line in r.stdout.splitlines():
-        s = line.strip()
-        if s.endswith("PROGRAM TOTALS"):
-            total = int(s.split()[0].replace(",", ""))
+        if line.strip().endswith("PROGRAM TOTALS"):
+            total = int(line.split()[0].replace(",", ""))
             continue
-        if not s or not s[0].isdigit() or "[" not in s:
+        if "file:function" in line:
+            in_table = True
             continue
-        ir = int(s.split()[0].replace(",", ""))
-        obj = Path(s.rsplit("[", 1)[1].rstrip("]")).name
-        fn = s.split(None, 2)[-1] if "(" in s.split()[1] else s.split(None, 1)[1]
-        by_obj[obj] = by_obj.get(obj, 0) + ir
-        funcs.append((ir, fn))
-    return total, by_obj, funcs[:15]
+        m = ANNOTATE_LINE.match(line) if in_table else None
+        if m:
+            rows.append((int(m.group(1).replace(",", "")), m.group(2), Path(m.group(3) or "???").name))
+    return total, rows
+
+
+CALLBACKS = ("on_negotiate", "on_envfrom", "on_envrcpt", "on_header", "on_eom", "on_abort", "on_close")
+# Frames of the main thread, which sits in smfi_main: a dump taken while they
+# are active charges them cost that is not theirs.
+MAIN_FRAMES = re.compile(r":main$|smfi_main|__libc_start|below main|0x000000000001ab70|start_thread|clone\.S")
+
+
+def callgrind_summary(outfile):
+    """Total instructions, the top self-cost functions, and the inclusive cost
+    of impalemail's callbacks and of the functions in INCLUSIVE_OF_INTEREST."""
+    total, self_rows = callgrind_annotate(outfile, inclusive=False)
+    _, incl_rows = callgrind_annotate(outfile, inclusive=True)
+    inclusive = {}
+    for ir, fn, _ in incl_rows:
+        for name in INCLUSIVE_OF_INTEREST:
+            if f"::{name}(" in fn or f"::{name}[" in fn:
+                inclusive[name] = max(inclusive.get(name, 0), ir)
+    top = [(ir, f"{fn} [{obj}]") for ir, fn, obj in self_rows if not MAIN_FRAMES.search(fn)][:15]
+    return total, top, inclusive
 
 
 def profile(args, workdir, milter_binary):
     """Instructions (callgrind) and system calls (strace -c) per message of
     both filters, for 2 KB and 10 MB messages (4 sessions, 1 recipient)."""
-    n = args.profile_messages
     bench = Bench(workdir, "smoke", milter_binary)
+    try:
+        return _profile(args, workdir, milter_binary, bench)
+    finally:
+        try:
+            bench.down()
+        except BenchError as e:
+            log(f"teardown: {e}")
+
+
+def _profile(args, workdir, milter_binary, bench):
+    n = args.profile_messages
     noop_bin = build_noop(workdir)
     cgdir = workdir / "callgrind"
     cgdir.mkdir()
-    os.chmod(cgdir, 0o777)   # impalemail-milter drops root before it dumps
     vgdb = cgdir / "vgdb-pipe"
 
     def cg(name):
         return ["valgrind", "--tool=callgrind", f"--vgdb-prefix={vgdb}",
                 f"--callgrind-out-file={cgdir}/{name}.out"]
     bench.redis.start()
-    redis_pipeline(bench.redis.port, [("SET", f"alias:{ALIAS}", f"bench@{DISCARD_DOMAIN}")])
+    redis_pipeline(bench.redis.port, [("SET", f"alias:{r}", r.split("@")[0] + "@" + DISCARD_DOMAIN)
+                                      for r in recipients(ALIAS, MAX_RCPTS)])
     bench.postfix.setup()
     for name, size in SIZES.items():
         text = message_text(size)
@@ -884,16 +970,20 @@ def profile(args, workdir, milter_binary):
         bench.msgfiles[name] = workdir / f"msg-{name}.eml"
         bench.payloads[name] = wire_bytes(text)
 
-    def load(v, size, count):
-        argv = ["smtp-source", "-s", "4", "-m", str(count), "-f", SENDER,
+    def load(v, size, count, rcpts=1):
+        argv = ["smtp-source", "-s", "4", "-m", str(count), "-r", str(rcpts), "-f", SENDER,
                 "-t", ALIAS if v == "c" else SINK, "-M", HELO, "-F", str(bench.msgfiles[size]),
                 f"127.0.0.1:{bench.ports[v]}"]
         subprocess.run(argv, check=True, capture_output=True, timeout=900)
         bench.wait_queue_empty()
 
-    sizes = {"2KB": n, "10MB": max(10, n // 10)}
+    # (size, recipients per message, messages)
+    cases = [("2KB", 1, n), ("10MB", 1, max(10, n // 10)), ("2KB", 100, max(5, n // 20))]
     results = {}
     # lab.Milter runs [binary, -c, config]: wrap the binary in a script.
+    # milter.user root: vgdb (callgrind_control) cannot reach a process that
+    # switched to another user.
+    bench.impalemail.user = "root"
     wrapper = workdir / "impalemail-callgrind.sh"
     wrapper.write_text(f"#!/bin/sh\nexec {' '.join(cg('impalemail'))} {milter_binary} \"$@\"\n")
     os.chmod(wrapper, 0o755)
@@ -903,34 +993,39 @@ def profile(args, workdir, milter_binary):
         bench.noop = NoopMilter(noop_bin, bench.postfix.noop_socket, workdir / "noop-milter.log",
                                 wrapper=cg("noop"))
         bench.noop.start(timeout=120)
+        bench.steps = NoopMilter(noop_bin, bench.postfix.steps_socket, workdir / "steps-milter.log",
+                                 wrapper=cg("steps"), steps=True)
+        bench.steps.start(timeout=120)
         bench.postfix.start()
-        for size, count in sizes.items():
-            for v in ("b", "c"):
+        for size, rcpts, count in cases:
+            for v in ("b", "d", "c"):
                 pid = str(bench.milter_pid(v))
-                load(v, size, 3)   # warm: connections, Redis, code paths
+                load(v, size, 3, rcpts)   # warm: connections, Redis, code paths
                 ctl = ["callgrind_control", f"--vgdb-prefix={vgdb}"]
-                subprocess.run(ctl + ["--zero", pid], check=True, capture_output=True, timeout=120)
-                load(v, size, count)
-                subprocess.run(ctl + [f"--dump={size}", pid], check=True, capture_output=True, timeout=120)
-                dumps = sorted(cgdir.glob(("impalemail" if v == "c" else "noop") + ".out.*"),
+                run_group(ctl + ["--zero", pid], timeout=120)
+                load(v, size, count, rcpts)
+                run_group(ctl + [f"--dump={size}-r{rcpts}", pid], timeout=300)
+                dumps = sorted(cgdir.glob({"b": "noop", "c": "impalemail", "d": "steps"}[v] + ".out.*"),
                                key=lambda p: p.stat().st_mtime)
-                total, by_obj, funcs = callgrind_by_object(dumps[-1])
-                results[f"{v} {size}"] = {"file": str(dumps[-1]), "messages": count, "total_ir": total,
-                                          "by_object": by_obj, "top": funcs}
-                log(f"callgrind {VARIANT_NAMES[v]} {size}: {total / count:,.0f} Ir per message")
+                total, funcs, incl = callgrind_summary(dumps[-1])
+                results[f"{v} {size} {rcpts}"] = {"file": str(dumps[-1]), "messages": count, "total_ir": total,
+                                                  "top": funcs, "inclusive": incl}
+                log(f"callgrind {VARIANT_NAMES[v]} {size} x{rcpts} rcpt: {total / count:,.0f} Ir per message")
     finally:
         bench.postfix.stop()
-        stop_all([bench.impalemail, bench.noop], timeout=120)
+        stop_all([bench.impalemail, bench.noop, bench.steps], timeout=120)
 
     # strace -c on the plain filters: system calls per message.
     bench.impalemail.binary = Path(milter_binary)
     bench.noop = NoopMilter(noop_bin, bench.postfix.noop_socket, workdir / "noop-milter.log")
+    bench.steps = NoopMilter(noop_bin, bench.postfix.steps_socket, workdir / "steps-milter.log", steps=True)
     strace = {}
     try:
         bench.impalemail.start()
         bench.noop.start()
+        bench.steps.start()
         bench.postfix.start()
-        for v in ("b", "c"):
+        for v in ("b", "d", "c"):
             load(v, "2KB", 3)
             sfile = workdir / f"strace-{v}.txt"
             tr = subprocess.Popen(["strace", "-c", "-f", "-o", str(sfile), "-p", str(bench.milter_pid(v))],
@@ -940,30 +1035,156 @@ def profile(args, workdir, milter_binary):
             tr.send_signal(signal.SIGINT)
             tr.wait(30)
             strace[v] = parse_strace(sfile.read_text(), n)
+        perf = perf_phase(bench, workdir, [("base", n), ("rcpt 100", max(5, n // 20))])
     finally:
-        bench.down()
+        bench.postfix.stop()
+        stop_all([bench.impalemail, bench.noop, bench.steps])
 
-    lines = [f"profile: 2 KB messages x {sizes['2KB']}, 10 MB x {sizes['10MB']}; 4 sessions, "
-             "1 recipient, new connection per message; counters zeroed after a warm-up", ""]
+    lines = ["profile: " + ", ".join(f"{c} x {s_}, {r_} recipient(s)" for s_, r_, c in cases)
+             + "; 4 sessions, new connection per message; counters zeroed after a warm-up", ""]
     for key, r in results.items():
         m = r["messages"]
-        v, size = key.split()
-        lines.append(f"{VARIANT_NAMES[v]}, {size}: {r['total_ir'] / m:,.0f} instructions per message")
-        for obj, ir in sorted(r["by_object"].items(), key=lambda x: -x[1])[:7]:
-            lines.append(f"    {ir / m:>9,.0f}  {ir / r['total_ir'] * 100:5.1f}%  {obj}")
-        if size == "2KB":
+        v, size, rcpts = key.split()
+        lines.append(f"{VARIANT_NAMES[v]}, {size}, {rcpts} recipient(s): {r['total_ir'] / m:,.0f} "
+                     "instructions per message")
+        inside = sum(r["inclusive"].get(c, 0) for c in CALLBACKS)
+        if inside:
+            lines.append(f"    {inside / m:>9,.0f}  {inside / r['total_ir'] * 100:5.1f}%  inside impalemail's "
+                         "callbacks (its code, hiredis, OpenSSL, logging)")
+            lines.append(f"    {(r['total_ir'] - inside) / m:>9,.0f}  "
+                         f"{(r['total_ir'] - inside) / r['total_ir'] * 100:5.1f}%  outside them "
+                         "(libmilter, libc, threads)")
+        if size == "2KB" and rcpts == "1":
             lines.append("  top functions (self instructions per message):")
             for ir, fn in r["top"][:12]:
-                lines.append(f"    {ir / m:>9,.0f}  {fn}")
+                lines.append(f"    {ir / m:>9,.0f}  {fn[:150]}")
+        if r["inclusive"]:
+            lines.append("  inclusive instructions per message:")
+            for name, ir in sorted(r["inclusive"].items(), key=lambda x: -x[1]):
+                lines.append(f"    {ir / m:>9,.0f}  {ir / r['total_ir'] * 100:5.1f}%  {name}")
         lines.append("")
-    for v in ("b", "c"):
+    for v in ("b", "d", "c"):
         s = strace.get(v)
         if s:
             lines.append(f"{VARIANT_NAMES[v]}: {s['calls_per_msg']:.1f} system calls per 2 KB message: "
                          + ", ".join(f"{k} {c:.1f}" for k, c in s["top"]))
+    lines.append("")
+    lines += perf_lines(perf)
     text = "\n".join(lines)
-    (workdir / "profile.json").write_text(json.dumps({"callgrind": results, "strace": strace}, indent=1))
+    (workdir / "profile.json").write_text(json.dumps(
+        {"callgrind": results, "strace": strace,
+         "perf": {f"{p_}|{v}": x for (p_, v), x in perf.items()} if perf else None}, indent=1))
     return text
+
+
+def children_of(pid):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                    out.append(int(p))
+            except (FileNotFoundError, IndexError, ProcessLookupError):
+                pass
+    return out
+
+
+PERF_GROUPS = {"impalemail-milt": "filter", "noop-milter": "filter", "redis-server": "redis-server"}
+
+
+def perf_phase(bench, workdir, cases):
+    """CPU per message of every process of the mail path (Postfix's daemons,
+    the filter, Redis), sampled with perf (cpu-clock; this VM has no hardware
+    counters).  perf follows the Postfix master's new children, so smtpd and
+    cleanup processes forked during the run are included."""
+    if shutil.which("perf") is None:
+        log("perf not installed: no per-process CPU profile")
+        return None
+    out = {}
+    for point, count in cases:
+        for v in variants_at(point):
+            master = bench.postfix.master_pid()
+            pids = [master, *children_of(master), bench.noop.pid, bench.steps.pid, bench.impalemail.pid,
+                    bench.redis.pid]
+            data = workdir / f"perf-{point.replace(' ', '')}-{v}.data"
+            pr = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "--no-buildid-cache",
+                                   "-o", str(data), "-p", ",".join(map(str, pids))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(1.0)
+            if pr.poll() is not None:
+                log(f"perf record failed: {pr.stderr.read().decode(errors='replace')[:300]}")
+                return None
+            r = bench.run_once(point, v, count, probe=False)
+            pr.send_signal(signal.SIGINT)
+            pr.wait(120)
+            out[(point, v)] = perf_by_comm(data, r["count"])
+            log(f"perf {point} {VARIANT_NAMES[v]}: {sum(out[(point, v)]['us_per_msg'].values()):.0f} us CPU "
+                "per message, all processes")
+    return out
+
+
+def perf_by_comm(data, msgs):
+    r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "comm,dso", "-n",
+                        "--percent-limit", "0"], capture_output=True, text=True)
+    event_ns, rows = None, []
+    for line in r.stdout.splitlines():
+        m = re.match(r"# Event count \(approx\.\): (\d+)", line)
+        if m:
+            event_ns = int(m.group(1))
+            continue
+        m = re.match(r"^\s*([\d.]+)%\s+(\d+)\s+(.+?)\s{2,}(\S.*?)\s*$", line)
+        if m and not line.startswith("#"):
+            rows.append((int(m.group(2)), m.group(3).strip(), m.group(4).strip()))
+    samples = sum(n for n, _, _ in rows)
+    ns_per_sample = event_ns / samples if samples and event_ns else 0
+    per = {}
+    kernel = {}
+    for n, comm, dso in rows:
+        g = PERF_GROUPS.get(comm, comm)
+        per[g] = per.get(g, 0) + n * ns_per_sample / 1000 / msgs
+        if dso == "[kernel.kallsyms]":
+            kernel[g] = kernel.get(g, 0) + n * ns_per_sample / 1000 / msgs
+    return {"us_per_msg": per, "kernel_us_per_msg": kernel, "messages": msgs}
+
+
+def perf_lines(perf):
+    if not perf:
+        return []
+    lines = ["perf (cpu-clock sampling at 2 kHz, delivery included): CPU microseconds per message "
+             "by process at the sweep point's parameters; in brackets the share spent in the kernel"]
+    for point in sorted({p for p, _ in perf}, key=lambda p: [x for x, _ in POINTS].index(p)):
+        vs = [v for v in "abdc" if (point, v) in perf]
+        names = sorted({g for v in vs for g in perf[(point, v)]["us_per_msg"]},
+                       key=lambda g: -max(perf[(point, v)]["us_per_msg"].get(g, 0) for v in vs))
+        lines.append("")
+        lines.append(f"{point}:")
+        lines.append("| process | " + " | ".join(VARIANT_NAMES[v] for v in vs) + " |")
+        lines.append("|---|" + "---:|" * len(vs))
+        for g in names:
+            cells = []
+            for v in vs:
+                us = perf[(point, v)]["us_per_msg"].get(g, 0)
+                k = perf[(point, v)]["kernel_us_per_msg"].get(g, 0)
+                cells.append(f"{us:,.0f} ({k / us * 100:.0f}%)" if us else "-")
+            lines.append(f"| {g} | " + " | ".join(cells) + " |")
+        tot = [sum(perf[(point, v)]["us_per_msg"].values()) for v in vs]
+        lines.append("| **all** | " + " | ".join(f"**{t:,.0f}**" for t in tot) + " |")
+    return lines
+
+
+def run_group(argv, timeout):
+    """Run argv in its own process group; on timeout kill that group (vgdb,
+    started by callgrind_control, would otherwise stay behind)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise BenchError(f"{' '.join(argv)}: no answer in {timeout} s")
+    if p.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} failed ({p.returncode}): {out.decode(errors='replace')}")
+    return out
 
 
 def parse_strace(text, n):
@@ -985,13 +1206,14 @@ def parse_strace(text, n):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="impalemail-milter benchmark (see docs/benchmarks.md)")
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="shorter runs, 2 rounds (~4 minutes)")
+    g.add_argument("--quick", action="store_true", help="shorter runs, 2 rounds (~3 minutes)")
     g.add_argument("--smoke", action="store_true",
                    help="a few messages per cell; fails only if the machinery breaks (CI)")
     g.add_argument("--profile", action="store_true",
-                   help="callgrind + strace of the noop and impalemail filters instead of the benchmark")
+                   help="callgrind, strace -c and perf of the filters instead of the benchmark")
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
     ap.add_argument("--seconds", type=float, help="override the target seconds per measured run")
+    ap.add_argument("--idle", type=int, help="idle sessions for the memory figure (default 500; smoke 30)")
     ap.add_argument("--profile-messages", type=int, default=500)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--json", help="also write the results (every run) to this file")
@@ -1011,8 +1233,16 @@ def main(argv=None):
 
     workdir = Path(tempfile.mkdtemp(prefix="impalemail-bench-"))
     os.chmod(workdir, 0o755)
+    # A private copy: a rebuild of build/ during the run must not change it.
+    shutil.copy2(milter_binary, workdir / "impalemail-milter")
+    info_binary = {"path": str(milter_binary), "mtime": time.strftime(
+        "%Y-%m-%d %H:%M:%S", time.localtime(milter_binary.stat().st_mtime)),
+        "git": subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True).stdout.strip()}
+    milter_binary = workdir / "impalemail-milter"
     ok = False
     info = machine_info()
+    info["milter"] = info_binary
     t_start = time.monotonic()
     bench = None
     try:
@@ -1022,7 +1252,7 @@ def main(argv=None):
             print(profile(args, workdir, milter_binary))
             ok = True
             return 0
-        bench = Bench(workdir, mode, milter_binary, args.rounds, args.seconds)
+        bench = Bench(workdir, mode, milter_binary, args.rounds, args.seconds, args.idle)
         log(f"work directory {workdir}; SMTP ports a={bench.ports['a']} b={bench.ports['b']} "
             f"c={bench.ports['c']}")
         bench.up()

@@ -2,6 +2,7 @@
 // Turns mailbox addresses into stable, keyed pseudonyms for logs, so an
 // admin can follow one mailbox through the log without the log revealing it.
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,7 @@ public:
 private:
     std::string key_;
     bool show_clear_;
+    std::uint64_t generation_; // tells per-thread keyed contexts apart
 };
 
 } // namespace impalemail
