@@ -239,6 +239,19 @@ bool parse_redis_endpoint(const std::string& s, RedisEndpoint& r)
     return valid_host(host) && valid_port(port, r.port);
 }
 
+// username (optional) and password_file of `section`; a user needs a password.
+void read_credentials(Reader& rd, const YAML::Node& n, const std::string& section, std::string& username,
+                      std::string& password)
+{
+    const auto user = n["username"];
+    if (user)
+        rd.scalar(user, section + ".username", username);
+    if (const auto pf = n["password_file"])
+        rd.secret_file(pf, section + ".password_file", password);
+    else if (user)
+        rd.error(user, "'" + section + ".username' needs '" + section + ".password_file'");
+}
+
 void read_sentinel(Reader& rd, const YAML::Node& n, RedisSettings& r)
 {
     if (!rd.section(n, "redis.sentinel", {"master", "addresses", "username", "password_file"})) {
@@ -273,13 +286,7 @@ void read_sentinel(Reader& rd, const YAML::Node& n, RedisSettings& r)
     } else {
         rd.error(n, "'redis.sentinel.addresses' is required");
     }
-    const auto user = n["username"];
-    if (user)
-        rd.scalar(user, "redis.sentinel.username", s.username);
-    if (const auto pf = n["password_file"])
-        rd.secret_file(pf, "redis.sentinel.password_file", s.password);
-    else if (user)
-        rd.error(user, "'redis.sentinel.username' needs 'redis.sentinel.password_file'");
+    read_credentials(rd, n, "redis.sentinel", s.username, s.password);
     r.sentinel = std::move(s);
 }
 
@@ -350,13 +357,7 @@ void read_redis(Reader& rd, const YAML::Node& n, RedisSettings& r, std::string& 
         r.timeout = std::chrono::milliseconds(v);
     if (const auto d = n["database"]; d && rd.integer(d, "redis.database", 0, 65535, v))
         r.database = static_cast<int>(v);
-    const auto user = n["username"];
-    if (user)
-        rd.scalar(user, "redis.username", r.username);
-    if (const auto pf = n["password_file"])
-        rd.secret_file(pf, "redis.password_file", r.password);
-    else if (user)
-        rd.error(user, "'redis.username' needs 'redis.password_file'");
+    read_credentials(rd, n, "redis", r.username, r.password);
 }
 
 void read_aliases(Reader& rd, const YAML::Node& root, AliasPolicy& policy)
