@@ -2,6 +2,7 @@
 
 #include "core/message_session.hpp"
 #include "log/decision_log.hpp"
+#include "log/pseudonym_cache.hpp"
 #include "log/logger.hpp"
 #include "metrics/metrics.hpp"
 #include "store/redis_store.hpp"
@@ -30,12 +31,12 @@ constexpr unsigned long kSkippedSteps =
 // Stages we see but never answer except "continue".
 constexpr unsigned long kNoReplySteps = SMFIP_NR_MAIL | SMFIP_NR_HDR;
 
-// Per MTA connection: pins one config snapshot and owns one Redis connection,
-// reused across the connection's messages.
+// Per MTA connection: pins one config snapshot (and with it the Redis
+// connection pool its lookups borrow from).
 struct Connection {
     explicit Connection(std::shared_ptr<const Runtime> rt)
-        : runtime(std::move(rt)), store(runtime->config->redis, runtime->locator),
-          session(runtime->config->aliases, store)
+        : runtime(std::move(rt)), store(runtime->config->redis, runtime->locator, runtime->pool),
+          session(runtime->config->aliases, store), pseudonyms(*runtime->pseudonym)
     {
     }
     ~Connection()
@@ -49,6 +50,7 @@ struct Connection {
     {
         if (!in_transaction) {
             in_transaction = true;
+            pseudonyms.clear();
             // Transactions begun while the milter drains are refused at RCPT
             // and not waited for.
             admitted = !g_draining.load();
@@ -70,6 +72,7 @@ struct Connection {
     std::shared_ptr<const Runtime> runtime;
     RedisStore store;
     MessageSession session;
+    PseudonymCache pseudonyms;
     unsigned long protocol = 0; // negotiated SMFIP_* flags
     bool in_transaction = false;
     bool admitted = false; // begun before a drain started
@@ -182,7 +185,7 @@ sfsistat on_envrcpt(SMFICTX* ctx, char** argv)
         const RcptDecision d = c->session.on_recipient(argv[0]);
         if (g_metrics)
             report(*g_metrics, d, std::chrono::steady_clock::now() - started, c->store.connects() - connects_before);
-        log_rcpt_decision(*c->runtime->pseudonym, queue_id(ctx), argv[0], d);
+        log_rcpt_decision(c->pseudonyms, queue_id(ctx), argv[0], d);
         const std::string& stats_prefix = c->runtime->config->redis.stats_prefix;
         if (d.outcome == RcptOutcome::Unknown && !stats_prefix.empty())
             c->store.record_refused(stats_prefix + d.alias);
@@ -249,7 +252,7 @@ sfsistat on_eom(SMFICTX* ctx)
             logging::error("queue=" + queue + " action=tempfail reason=\"" + failed_call + " failed\"");
             return tempfail(ctx);
         }
-        log_rewrite(*c->runtime->pseudonym, queue, plan);
+        log_rewrite(c->pseudonyms, queue, plan);
         const Config& cfg = *c->runtime->config;
         if (!cfg.redis.stats_prefix.empty())
             for (const auto& alias : plan.aliases)
@@ -287,6 +290,7 @@ std::shared_ptr<const Runtime> make_runtime(std::shared_ptr<const Config> config
 {
     auto rt = std::make_shared<Runtime>();
     rt->locator = make_primary_locator(config->redis);
+    rt->pool = std::make_shared<RedisPool>();
     rt->pseudonym = std::make_shared<const Pseudonymizer>(config->logging.pseudonym_key, config->logging.show_addresses);
     rt->config = std::move(config);
     return rt;

@@ -4,6 +4,7 @@
 #include "config/config.hpp"
 #include "log/pseudonymizer.hpp"
 #include "store/primary_locator.hpp"
+#include "store/redis_pool.hpp"
 
 #include <memory>
 
@@ -14,6 +15,7 @@ namespace impalemail {
 struct Runtime {
     std::shared_ptr<const Config> config;
     std::shared_ptr<PrimaryLocator> locator;
+    std::shared_ptr<RedisPool> pool; // Redis connections of this snapshot's connections
     std::shared_ptr<const Pseudonymizer> pseudonym;
 };
 

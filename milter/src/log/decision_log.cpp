@@ -27,7 +27,7 @@ void append_reply(std::string& line, const RcptDecision& d)
 
 } // namespace
 
-void log_rcpt_decision(const Pseudonymizer& pseudonym, std::string_view queue_id, std::string_view raw_rcpt,
+void log_rcpt_decision(PseudonymCache& pseudonym, std::string_view queue_id, std::string_view raw_rcpt,
                        const RcptDecision& d)
 {
     std::string line = prefix(queue_id);
@@ -68,7 +68,7 @@ void log_rcpt_decision(const Pseudonymizer& pseudonym, std::string_view queue_id
     }
 }
 
-void log_rewrite(const Pseudonymizer& pseudonym, std::string_view queue_id, const EomPlan& plan)
+void log_rewrite(PseudonymCache& pseudonym, std::string_view queue_id, const EomPlan& plan)
 {
     std::string line = prefix(queue_id);
     line += " action=rewrite aliases=" + std::to_string(plan.delete_recipients.size()) + " owners=";

@@ -5,15 +5,15 @@
 // as pseudonyms; alias addresses and store keys appear as they are.
 
 #include "core/message_session.hpp"
-#include "log/pseudonymizer.hpp"
+#include "log/pseudonym_cache.hpp"
 
 #include <string_view>
 
 namespace impalemail {
 
-void log_rcpt_decision(const Pseudonymizer& pseudonym, std::string_view queue_id, std::string_view raw_rcpt,
+void log_rcpt_decision(PseudonymCache& pseudonym, std::string_view queue_id, std::string_view raw_rcpt,
                        const RcptDecision& decision);
 
-void log_rewrite(const Pseudonymizer& pseudonym, std::string_view queue_id, const EomPlan& plan);
+void log_rewrite(PseudonymCache& pseudonym, std::string_view queue_id, const EomPlan& plan);
 
 } // namespace impalemail

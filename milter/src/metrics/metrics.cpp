@@ -55,7 +55,7 @@ public:
                             .Add({})),
           redis_reconnects_(BuildCounter()
                                 .Name("impalemail_redis_connects_total")
-                                .Help("Redis connections opened (one per MTA connection, plus reconnects)")
+                                .Help("Redis connections opened (the pool grows to about one per busy worker; reconnects after errors)")
                                 .Register(*registry_)
                                 .Add({})),
           lookup_seconds_(BuildHistogram()

@@ -39,16 +39,19 @@ constexpr const char* kRefusedScript =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
     "return redis.call('HINCRBY', KEYS[1], 'refused', 1)";
 
+constexpr unsigned kMaxUnreadReplies = 1000;
+
 } // namespace
 
-RedisStore::RedisStore(const RedisSettings& settings, std::shared_ptr<PrimaryLocator> locator)
-    : settings_(settings), locator_(std::move(locator))
+RedisStore::RedisStore(const RedisSettings& settings, std::shared_ptr<PrimaryLocator> locator,
+                       std::shared_ptr<RedisPool> pool)
+    : settings_(settings), locator_(std::move(locator)), pool_(std::move(pool))
 {
 }
 
-bool RedisStore::handshake(std::string& error)
+bool RedisStore::handshake(RedisLink& link, std::string& error)
 {
-    redisContext* c = ctx_.get();
+    redisContext* c = link.ctx.get();
     if (!redis_auth(c, settings_.username, settings_.password, error))
         return false;
     if (settings_.database != 0 &&
@@ -58,64 +61,103 @@ bool RedisStore::handshake(std::string& error)
         // A sentinel's answer can be stale during a failover.
         const RedisReply r(static_cast<redisReply*>(redisCommand(c, "ROLE")));
         if (r && r->type == REDIS_REPLY_ERROR) {
-            error = "ROLE refused by " + endpoint_.describe() + ": " + std::string(r->str, r->len) +
+            error = "ROLE refused by " + link.endpoint.describe() + ": " + std::string(r->str, r->len) +
                     " (with Sentinel the Redis user needs +role)";
             return false;
         }
         if (!is_role_master(r.get())) {
-            error = endpoint_.describe() + " is not the primary";
+            error = link.endpoint.describe() + " is not the primary";
             return false;
         }
     }
     return true;
 }
 
-std::string RedisStore::connect()
+std::unique_ptr<RedisLink> RedisStore::open(std::string& error)
 {
-    ctx_.reset();
-    std::string error;
     const auto endpoint = locator_->primary(error);
     if (!endpoint)
-        return error;
-    endpoint_ = *endpoint;
-    ctx_ = redis_connect(endpoint_, settings_.timeout, error);
-    if (ctx_ && handshake(error)) {
+        return nullptr;
+    auto link = std::make_unique<RedisLink>();
+    link->endpoint = *endpoint;
+    link->generation = pool_->generation();
+    link->ctx = redis_connect(*endpoint, settings_.timeout, error);
+    if (link->ctx && handshake(*link, error)) {
         ++connects_;
-        return {};
+        return link;
     }
-    drop_connection(true);
-    return error;
+    discard(link, true);
+    return nullptr;
 }
 
-void RedisStore::drop_connection(bool primary_suspect)
+void RedisStore::discard(std::unique_ptr<RedisLink>& link, bool server_suspect)
 {
-    ctx_.reset();
-    pending_ = 0;
-    if (primary_suspect)
-        locator_->forget(endpoint_);
+    if (!link)
+        return;
+    const RedisEndpoint endpoint = link->endpoint;
+    link.reset();
+    // The idle connections lead to the same server: a restart, a failover or
+    // a hang that broke this one broke them too.
+    pool_->discard_idle();
+    if (server_suspect)
+        locator_->forget(endpoint);
+}
+
+bool RedisStore::send_backlog(RedisLink& link)
+{
+    for (const std::string& command : pool_->take_backlog()) {
+        if (redisAppendFormattedCommand(link.ctx.get(), command.data(), command.size()) != REDIS_OK)
+            return false;
+        ++link.pending;
+    }
+    return true;
 }
 
 void RedisStore::queue(std::initializer_list<std::string_view> argv)
 {
-    if (!ctx_)
-        return; // no lookup connection: the statistic is skipped, never worth a connect
     std::vector<const char*> ptrs;
     std::vector<size_t> lens;
     for (auto a : argv) {
         ptrs.push_back(a.data());
         lens.push_back(a.size());
     }
-    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data()) != REDIS_OK) {
-        drop_connection(false);
+    char* formatted = nullptr;
+    const int len = redisFormatCommandArgv(&formatted, static_cast<int>(ptrs.size()), ptrs.data(), lens.data());
+    if (len < 0)
+        return;
+    std::string command(formatted, static_cast<std::size_t>(len));
+    redisFreeCommand(formatted);
+
+    auto link = pool_->take();
+    if (!link) {
+        // Never worth a connect on the SMTP path: the next borrower sends
+        // it (a full backlog, a Redis long gone, drops the statistic).
+        pool_->defer(std::move(command));
         return;
     }
-    ++pending_;
+    redisContext* c = link->ctx.get();
+    bool ok = true;
+    // A connection used only for statistics for a long while: its replies
+    // arrived long ago, reading them now keeps Redis's output buffer small.
+    while (ok && link->pending >= kMaxUnreadReplies) {
+        void* raw = nullptr;
+        ok = redisGetReply(c, &raw) == REDIS_OK;
+        if (raw)
+            freeReplyObject(raw);
+        --link->pending;
+    }
+    ok = ok && send_backlog(*link) &&
+         redisAppendFormattedCommand(c, command.data(), command.size()) == REDIS_OK;
+    if (ok)
+        ++link->pending;
     int done = 0;
-    while (!done) // push it out now; the reply is read before the next lookup
-        if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) {
-            drop_connection(false);
-            return;
-        }
+    while (ok && !done) // push it out now; the reply is read by the next borrower
+        ok = redisBufferWrite(c, &done) == REDIS_OK;
+    if (!ok) {
+        discard(link, false);
+        return;
+    }
+    pool_->give_back(std::move(link));
 }
 
 void RedisStore::record_forwarded(const std::string& alias_key, const std::string& stats_key)
@@ -129,52 +171,53 @@ void RedisStore::record_refused(const std::string& stats_key)
     queue({"EVAL", kRefusedScript, "1", stats_key});
 }
 
-bool RedisStore::drain_pending()
-{
-    while (pending_ > 0) {
-        void* raw = nullptr;
-        if (redisGetReply(ctx_.get(), &raw) != REDIS_OK) {
-            drop_connection(true);
-            return false;
-        }
-        freeReplyObject(raw); // an error reply only cost the statistic
-        --pending_;
-    }
-    return true;
-}
-
 StoreReply RedisStore::get(const std::string& key)
 {
-    if (ctx_)
-        drain_pending(); // on failure the connection is dropped and the lookup opens a new one
-    if (ctx_ && locator_->confirm_role()) {
+    auto link = pool_->take();
+    if (link && locator_->confirm_role()) {
         // Follows a switchover that left the old primary up (cheap: the
         // locator re-asks the sentinels at most once a second).
         std::string ignored;
-        if (const auto now_primary = locator_->primary(ignored); now_primary && !(*now_primary == endpoint_))
-            drop_connection(false);
+        if (const auto now_primary = locator_->primary(ignored); now_primary && !(*now_primary == link->endpoint))
+            discard(link, false);
     }
     bool fresh = false;
-    if (!ctx_) {
-        if (std::string error = connect(); !error.empty())
+    if (!link) {
+        std::string error;
+        if (!(link = open(error)))
             return StoreReply::error(std::move(error));
         fresh = true;
     }
     for (;;) {
-        const RedisReply r(static_cast<redisReply*>(redisCommand(ctx_.get(), "GET %b", key.data(), key.size())));
-        if (!r) {
-            const int err = ctx_->err;
+        redisContext* c = link->ctx.get();
+        bool ok = send_backlog(*link) && redisAppendCommand(c, "GET %b", key.data(), key.size()) == REDIS_OK;
+        // Replies owed to earlier fire-and-forget commands come first; they
+        // travel with the GET's, in the same round trip.
+        while (ok && link->pending > 0) {
+            void* raw = nullptr;
+            ok = redisGetReply(c, &raw) == REDIS_OK;
+            if (raw)
+                freeReplyObject(raw); // an error reply only cost the statistic
+            if (ok)
+                --link->pending;
+        }
+        void* raw = nullptr;
+        ok = ok && redisGetReply(c, &raw) == REDIS_OK;
+        const RedisReply r(static_cast<redisReply*>(raw));
+        if (!ok || !r) {
+            const int err = c->err;
             const int sys_errno = errno;
-            std::string why = ctx_->errstr;
-            // A kept connection the server closed while we idled (restart,
+            std::string why = c->errstr;
+            // A pooled connection the server closed while it idled (restart,
             // idle timeout): the GET never ran, so one retry on a new one.
             const bool closed_while_idle =
                 err == REDIS_ERR_EOF || (err == REDIS_ERR_IO && (sys_errno == EPIPE || sys_errno == ECONNRESET));
             if (err == REDIS_ERR_IO && (sys_errno == EAGAIN || sys_errno == EWOULDBLOCK))
                 why = "no reply within " + std::to_string(settings_.timeout.count()) + " ms (redis.timeout_ms)";
-            drop_connection(true);
+            discard(link, true);
             if (closed_while_idle && !fresh) {
-                if (std::string error = connect(); !error.empty())
+                std::string error;
+                if (!(link = open(error)))
                     return StoreReply::error(std::move(error));
                 fresh = true;
                 continue;
@@ -183,16 +226,21 @@ StoreReply RedisStore::get(const std::string& key)
         }
         switch (r->type) {
         case REDIS_REPLY_STRING:
+            pool_->give_back(std::move(link));
             return StoreReply::found(std::string(r->str, r->len));
         case REDIS_REPLY_NIL:
+            pool_->give_back(std::move(link));
             return StoreReply::not_found();
         case REDIS_REPLY_ERROR: {
             std::string error(r->str, r->len);
             if (poisons_connection(error))
-                drop_connection(true);
+                discard(link, true);
+            else
+                pool_->give_back(std::move(link));
             return StoreReply::error("Redis replied: " + error);
         }
         default:
+            discard(link, false);
             return StoreReply::error("unexpected Redis reply type " + std::to_string(r->type));
         }
     }
