@@ -100,3 +100,37 @@ def test_no_password_against_requirepass_tempfails(workdir, acl_redis):
         assert "code=451" in m.log() and "NOAUTH" in m.log()
     finally:
         m.stop()
+
+
+def milter_redis_clients(redis):
+    """CLIENT LIST lines of the clients whose last command was a GET or the
+    statistics EVAL (the milter's: redis-cli's own is CLIENT LIST)."""
+    return [line for line in redis.cli("CLIENT", "LIST").splitlines()
+            if " cmd=get " in line or " cmd=eval " in line]
+
+
+def test_sessions_share_a_pooled_connection_with_keepalives(workdir, acl_redis):
+    """Milter sessions one after another borrow the same Redis connection
+    (same client id, never a second client), which stays open between them
+    with TCP keepalives on, so an idle pool survives firewalls and NAT."""
+    (workdir / "admin-password").write_text("admin-secret")
+    m = milter_for(workdir, acl_redis, "pooled", f"  password_file: {workdir}/admin-password\n  database: 3\n")
+    m.start()
+    try:
+        rcpt(m, "<shop@alias.example.org>", "continue")
+        first = milter_redis_clients(acl_redis)
+        assert len(first) == 1, first
+        client_id = first[0].split()[0]
+        for _ in range(4):
+            rcpt(m, "<shop@alias.example.org>", "continue")
+            rcpt(m, "<nobody@alias.example.org>", "reply")
+        after = milter_redis_clients(acl_redis)
+        assert [line.split()[0] for line in after] == [client_id], after
+
+        ss = subprocess.run(["ss", "-tnpoH", "state", "established", "dport", "=", f":{acl_redis.port}"],
+                            capture_output=True, text=True, timeout=10, check=True).stdout
+        mine = [line for line in ss.splitlines() if f"pid={m.proc.pid}," in line]
+        assert len(mine) == 1, ss
+        assert "timer:(keepalive" in mine[0], mine[0]
+    finally:
+        m.stop()

@@ -31,6 +31,12 @@ RedisContext redis_connect(const RedisEndpoint& e, std::chrono::milliseconds tim
         error = "cannot set the Redis command timeout: " + std::string(c->errstr);
         return nullptr;
     }
+    // Pooled connections can idle for hours: keepalives hold a firewall's
+    // or NAT's state open and notice a peer that vanished without a reset.
+    if (e.transport == RedisEndpoint::Transport::Tcp && redisEnableKeepAlive(c.get()) != REDIS_OK) {
+        error = "cannot enable TCP keepalive: " + std::string(c->errstr);
+        return nullptr;
+    }
     return c;
 }
 

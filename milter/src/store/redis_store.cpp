@@ -209,9 +209,11 @@ StoreReply RedisStore::get(const std::string& key)
             const int sys_errno = errno;
             std::string why = c->errstr;
             // A pooled connection the server closed while it idled (restart,
-            // idle timeout): the GET never ran, so one retry on a new one.
+            // idle timeout) or that keepalives found dead: one retry on a
+            // new one (GET is read-only, and a dead connection never ran it).
             const bool closed_while_idle =
-                err == REDIS_ERR_EOF || (err == REDIS_ERR_IO && (sys_errno == EPIPE || sys_errno == ECONNRESET));
+                err == REDIS_ERR_EOF ||
+                (err == REDIS_ERR_IO && (sys_errno == EPIPE || sys_errno == ECONNRESET || sys_errno == ETIMEDOUT));
             if (err == REDIS_ERR_IO && (sys_errno == EAGAIN || sys_errno == EWOULDBLOCK))
                 why = "no reply within " + std::to_string(settings_.timeout.count()) + " ms (redis.timeout_ms)";
             discard(link, true);
