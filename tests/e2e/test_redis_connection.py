@@ -134,3 +134,25 @@ def test_sessions_share_a_pooled_connection_with_keepalives(workdir, acl_redis):
         assert "timer:(keepalive" in mine[0], mine[0]
     finally:
         m.stop()
+
+
+def test_pooled_connection_closed_by_redis_idle_timeout_is_replaced_without_451(workdir, acl_redis):
+    """Redis's own idle `timeout` closes the pooled connection between two
+    sessions: the next lookup replaces it and re-sends the GET, so the
+    sender sees 250, not 451."""
+    (workdir / "admin-password").write_text("admin-secret")
+    m = milter_for(workdir, acl_redis, "idle-timeout", f"  password_file: {workdir}/admin-password\n  database: 3\n")
+    m.start()
+    assert acl_redis.cli("CONFIG", "SET", "timeout", "1") == "OK"
+    try:
+        rcpt(m, "<shop@alias.example.org>", "continue")
+        assert len(milter_redis_clients(acl_redis)) == 1
+        labmod.wait_until(lambda: not milter_redis_clients(acl_redis), 15,
+                          "Redis closing the idle milter connection")
+        offset = m.log_offset()
+        rcpt(m, "<shop@alias.example.org>", "continue")
+        assert "action=tempfail" not in m.log(offset), m.log(offset)
+        assert "action=accept" in m.log(offset), m.log(offset)
+    finally:
+        acl_redis.cli("CONFIG", "SET", "timeout", "0")
+        m.stop()
