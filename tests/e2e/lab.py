@@ -59,6 +59,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MILTER = REPO / "build" / "milter" / "impalemail-milter"
 CONTRIB_POSTFIX = REPO / "contrib" / "postfix"
+MILTERTEST_SCRIPTS = REPO / "tests" / "miltertest"
 ALIAS_DOMAIN = "alias.example.org"
 
 # Real mailboxes of the lab Postfix: address -> Maildir (relative to base).
@@ -120,6 +121,131 @@ def wait_until(predicate, timeout, what, interval=0.05, detail=None):
                 extra = "\n" + detail()
             raise LabError(f"timed out after {timeout}s waiting for {what}{extra}")
         time.sleep(interval)
+
+
+def redis_cli(port, password, *args):
+    """Run redis-cli against 127.0.0.1:port; returns stdout without the final newline."""
+    env = dict(os.environ)
+    if password:
+        env["REDISCLI_AUTH"] = password
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *map(str, args)],
+                         capture_output=True, timeout=10, check=False, env=env)
+    if out.returncode != 0:
+        raise subprocess.SubprocessError(
+            f"redis-cli {args!r} failed: {out.stderr.decode(errors='replace')}")
+    return out.stdout.decode(errors="replace").rstrip("\n")
+
+
+def miltertest(milter, script, **variables):
+    """Run tests/miltertest/<script>.lua against the Unix socket of `milter`
+    (anything with a socket_path); `variables` go to the script's
+    environment.  Returns the CompletedProcess: status 0 when the script's
+    expectations held."""
+    env = dict(os.environ, MILTER_SOCKET=f"unix:{milter.socket_path}",
+               MILTERTEST_DIR=str(MILTERTEST_SCRIPTS), **variables)
+    return subprocess.run(["miltertest", "-s", str(MILTERTEST_SCRIPTS / f"{script}.lua")], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def miltertest_rcpt(milter, address, expect):
+    """One RCPT straight to the milter; `expect` is 'continue' (accepted) or
+    'reply' (refused or tempfailed).  The CompletedProcess, as miltertest()."""
+    return miltertest(milter, "rcpt_reply", RCPT=address, EXPECT=expect)
+
+
+def assert_miltertest_rcpt(milter, address, expect, log_lines=10):
+    run = miltertest_rcpt(milter, address, expect)
+    assert run.returncode == 0, f"{address}: {run.stdout}{run.stderr}\n{tail(milter.log(), log_lines)}"
+
+
+def parse_resp_command(buf):
+    """One RESP array of bulk strings from the front of buf: (args as bytes,
+    rest), or (None, buf) while it is incomplete."""
+    if not buf.startswith(b"*") or b"\r\n" not in buf:
+        return None, buf
+    end = buf.index(b"\r\n")
+    pos, args = end + 2, []
+    for _ in range(int(buf[1:end])):
+        e = buf.find(b"\r\n", pos)
+        if e < 0:
+            return None, buf
+        n = int(buf[pos + 1:e])
+        if len(buf) < e + 2 + n + 2:
+            return None, buf
+        args.append(buf[e + 2:e + 2 + n])
+        pos = e + 2 + n + 2
+    return args, buf[pos:]
+
+
+class RespStub:
+    """A RESP server on 127.0.0.1 for replies a real Redis cannot be made to
+    give on demand: each command (a list of bytes) goes to answer(), which
+    returns the reply's bytes.  Counts connections.  Bounded: every loop
+    polls a stop flag every 0.2 s.  Subclasses set their own state before
+    calling __init__, which starts serving."""
+
+    def __init__(self):
+        self.connections = 0
+        self._stop = threading.Event()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    @property
+    def address(self):
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def answer(self, args):
+        raise NotImplementedError
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn):
+        conn.settimeout(0.2)
+        buf = b""
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(4096)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while True:
+                    args, buf = parse_resp_command(buf)
+                    if args is None:
+                        break
+                    conn.sendall(self.answer(args))
+
+    def close(self):
+        self._stop.set()
+        self._sock.close()
+        for t in self._threads:
+            t.join(2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def tail(text, lines=40):
@@ -280,15 +406,7 @@ class Redis(_Service):
 
     def cli(self, *args):
         """Run redis-cli against this server; returns stdout without the final newline."""
-        env = dict(os.environ)
-        if self.password:
-            env["REDISCLI_AUTH"] = self.password
-        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *map(str, args)],
-                             capture_output=True, timeout=10, check=False, env=env)
-        if out.returncode != 0:
-            raise subprocess.SubprocessError(
-                f"redis-cli {args!r} failed: {out.stderr.decode(errors='replace')}")
-        return out.stdout.decode(errors="replace").rstrip("\n")
+        return redis_cli(self.port, self.password, *args)
 
     def set_alias(self, alias, owner, ttl=None, prefix="alias:"):
         args = ["SET", prefix + alias.lower(), owner]
@@ -416,15 +534,7 @@ class Sentinel(_Service):
         self._reap()
 
     def cli(self, *args):
-        env = dict(os.environ)
-        if self.password:
-            env["REDISCLI_AUTH"] = self.password
-        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *map(str, args)],
-                             capture_output=True, timeout=10, check=False, env=env)
-        if out.returncode != 0:
-            raise subprocess.SubprocessError(
-                f"redis-cli {args!r} failed: {out.stderr.decode(errors='replace')}")
-        return out.stdout.decode(errors="replace").rstrip("\n")
+        return redis_cli(self.port, self.password, *args)
 
     def master_port_now(self):
         """Port of the primary this sentinel names now (None if it names none)."""

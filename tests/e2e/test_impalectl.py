@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ import pytest
 import lab as labmod
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = REPO / "tests" / "miltertest"
 DOMAIN = labmod.ALIAS_DOMAIN          # alias.example.org
 DOMAIN2 = "second.example"
 RANDOM_ALIAS = re.compile(r"^[a-z0-9]{10}@" + re.escape(DOMAIN) + "$")
@@ -248,56 +246,21 @@ def test_new_uses_set_nx_ex(redis, cfg):
     assert sets[1].endswith('"alice@real.example" "NX"'), sets[1]
 
 
-class FakeRedis:
-    """A RESP server answering SET with a nil reply (name taken, as SET NX
-    does) the first `taken` times and +OK afterwards; records every SET."""
+class FakeRedis(labmod.RespStub):
+    """Answers SET with a nil reply (name taken, as SET NX does) the first
+    `taken` times and +OK afterwards; records every SET."""
 
     def __init__(self, taken):
         self.taken = taken
         self.sets = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stopped = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__()
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopped = True
-        self.thread.join(5)
-        self.sock.close()
-
-    def _serve(self):
-        while not self.stopped:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            with conn:
-                self._handle(conn)
-
-    def _handle(self, conn):
-        conn.settimeout(10)
-        f = conn.makefile("rb")
-        while True:
-            line = f.readline()
-            if not line:
-                return
-            n = int(line[1:])
-            args = []
-            for _ in range(n):
-                size = int(f.readline()[1:])
-                args.append(f.read(size + 2)[:-2].decode())
-            if args[0].upper() == "SET":
-                self.sets.append(args)
-                conn.sendall(b"$-1\r\n" if len(self.sets) <= self.taken else b"+OK\r\n")
-            else:
-                conn.sendall(b"-ERR unexpected command\r\n")
+    def answer(self, args):
+        args = [a.decode() for a in args]
+        if args[0].upper() != "SET":
+            return b"-ERR unexpected command\r\n"
+        self.sets.append(args)
+        return b"$-1\r\n" if len(self.sets) <= self.taken else b"+OK\r\n"
 
 
 def test_new_retries_with_a_new_name_when_the_name_is_taken(ctl_dir):
@@ -675,14 +638,6 @@ def test_sentinel_discovery(ctl_dir, redis):
 # ---------------------------------------------------------------------------
 # What impalectl writes, the milter accepts; what it revokes, the milter refuses.
 # ---------------------------------------------------------------------------
-def miltertest_rcpt(milter, address, expect):
-    env = dict(os.environ, MILTER_SOCKET=f"unix:{milter.socket_path}", MILTERTEST_DIR=str(SCRIPTS),
-               RCPT=address, EXPECT=expect)
-    run = subprocess.run(["miltertest", "-s", str(SCRIPTS / "rcpt_reply.lua")], env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, f"{address}: {run.stdout}{run.stderr}\n{labmod.tail(milter.log(), 10)}"
-
-
 def test_milter_accepts_new_aliases_and_refuses_revoked_ones(ctl_dir, redis):
     m = labmod.Milter(labmod.milter_binary(), ctl_dir / "milter", redis.port, ctl_dir / "milter" / "milter.sock")
     m.start()
@@ -691,13 +646,13 @@ def test_milter_accepts_new_aliases_and_refuses_revoked_ones(ctl_dir, redis):
         random_alias = run_ctl(cfg, "new", "--to", "alice@real.example", "--ttl", "1h").stdout.strip()
         words_alias = run_ctl(cfg, "new", "--to", "bob@real.example", "--style", "words").stdout.strip()
         assert RANDOM_ALIAS.match(random_alias) and WORDS_ALIAS.match(words_alias)
-        miltertest_rcpt(m, f"<{random_alias}>", "continue")
-        miltertest_rcpt(m, f"<{words_alias.upper()}>", "continue")
+        labmod.assert_miltertest_rcpt(m, f"<{random_alias}>", "continue")
+        labmod.assert_miltertest_rcpt(m, f"<{words_alias.upper()}>", "continue")
         before = m.log_offset()
         run_ctl(cfg, "revoke", random_alias)
-        miltertest_rcpt(m, f"<{random_alias}>", "reply")
+        labmod.assert_miltertest_rcpt(m, f"<{random_alias}>", "reply")
         assert "code=550" in m.log(before), m.log(before)
-        miltertest_rcpt(m, f"<{words_alias}>", "continue")
+        labmod.assert_miltertest_rcpt(m, f"<{words_alias}>", "continue")
         assert "code=451" not in m.log()
     finally:
         m.stop()
@@ -717,15 +672,13 @@ def test_statistics_written_by_the_milter_are_read_back(ctl_dir, redis):
         cfg = m.config
         alias = f"shop@{DOMAIN}"
         redis.set_alias(alias, "alice@real.example", ttl=600)
-        env = dict(os.environ, MILTER_SOCKET=f"unix:{m.socket_path}", MILTERTEST_DIR=str(SCRIPTS))
-        run = subprocess.run(["miltertest", "-s", str(SCRIPTS / "rewrite.lua")], env=env,
-                             capture_output=True, text=True, timeout=60)
+        run = labmod.miltertest(m, "rewrite")
         assert run.returncode == 0, run.stdout + run.stderr + labmod.tail(m.log(), 10)
         wait_for(lambda: ctl_json(cfg, "stats", alias)["forwarded"] == 1, "forwarded == 1")
         shown = ctl_json(cfg, "show", alias)
         assert shown["stats"]["forwarded"] == 1 and shown["stats"]["last_used"] is not None
         run_ctl(cfg, "revoke", alias)
-        miltertest_rcpt(m, f"<{alias}>", "reply")
+        labmod.assert_miltertest_rcpt(m, f"<{alias}>", "reply")
         wait_for(lambda: ctl_json(cfg, "stats", alias)["refused"] == 1, "refused == 1")
         totals = ctl_json(cfg, "stats")
         assert totals["aliases"] == 1 and totals["forwarded"] == 1 and totals["refused"] == 1

@@ -4,7 +4,6 @@ across restarts with a key file; show_addresses is the debugging switch."""
 import hashlib
 import hmac
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -12,17 +11,12 @@ import pytest
 
 import lab as labmod
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "miltertest"
 OWNER = "Alice.Private@Real.Example"
 KEY = b"0123456789abcdef0123456789abcdef-log-key"
 
 
 def accept_once(milter):
-    env = dict(os.environ, MILTER_SOCKET=f"unix:{milter.socket_path}", MILTERTEST_DIR=str(SCRIPTS),
-               RCPT="<shop@alias.example.org>", EXPECT="continue")
-    run = subprocess.run(["miltertest", "-s", str(SCRIPTS / "rcpt_reply.lua")], env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr + milter.log()
+    labmod.assert_miltertest_rcpt(milter, "<shop@alias.example.org>", "continue")
 
 
 @pytest.fixture(scope="module")

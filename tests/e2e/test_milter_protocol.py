@@ -8,7 +8,6 @@ sanitizer must not have reported anything.
 """
 
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pytest
 
 import lab as labmod
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "miltertest"
 SANITIZER_MARKERS = labmod.SANITIZER_MARKERS
 
 
@@ -56,9 +54,7 @@ def protocol_lab():
 
 @pytest.mark.parametrize("script", ["negotiation", "rewrite", "refusals", "abort"])
 def test_miltertest_script(protocol_lab, script):
-    env = dict(os.environ, MILTER_SOCKET=f"unix:{protocol_lab.socket_path}", MILTERTEST_DIR=str(SCRIPTS))
-    run = subprocess.run(["miltertest", "-s", str(SCRIPTS / f"{script}.lua")], env=env,
-                         capture_output=True, text=True, timeout=60)
+    run = labmod.miltertest(protocol_lab, script)
     assert run.returncode == 0 and "ok" in run.stdout, (
         f"miltertest {script}.lua failed (rc={run.returncode}):\n{run.stdout}{run.stderr}\n"
         f"milter log:\n{labmod.tail(protocol_lab.log(), 20)}")

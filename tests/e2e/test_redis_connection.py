@@ -11,16 +11,10 @@ import pytest
 
 import lab as labmod
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "miltertest"
 PASSWORD = "correct horse battery staple"
 
 
-def rcpt(milter, address, expect):
-    env = dict(os.environ, MILTER_SOCKET=f"unix:{milter.socket_path}", MILTERTEST_DIR=str(SCRIPTS),
-               RCPT=address, EXPECT=expect)
-    run = subprocess.run(["miltertest", "-s", str(SCRIPTS / "rcpt_reply.lua")], env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, f"{address}: {run.stdout}{run.stderr}\n{labmod.tail(milter.log(), 10)}"
+rcpt = labmod.assert_miltertest_rcpt
 
 
 @pytest.fixture(scope="module")

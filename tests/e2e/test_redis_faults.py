@@ -498,81 +498,18 @@ def test_oom_does_not_refuse_get_so_aliases_keep_working(flab):
 # --------------------------------------------------------------------------
 # replies and behaviours a real Redis cannot be made to show on demand
 # --------------------------------------------------------------------------
-class StubRedis:
-    """A RESP server on 127.0.0.1 that answers every command with one
-    error reply; counts connections and commands.  Bounded: each loop
-    polls a stop flag every 0.2 s."""
+class StubRedis(labmod.RespStub):
+    """Answers every command with one error reply; records the commands
+    (decoded) and counts connections."""
 
     def __init__(self, error):
         self.error = error
-        self.connections = 0
         self.commands = []
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.2)
-        self.port = self._sock.getsockname()[1]
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        super().__init__()
 
-    def _accept(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _serve(self, conn):
-        conn.settimeout(0.2)
-        buf = b""
-        with conn:
-            while not self._stop.is_set():
-                try:
-                    chunk = conn.recv(4096)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while True:
-                    cmd, buf = self._parse(buf)
-                    if cmd is None:
-                        break
-                    self.commands.append(cmd)
-                    conn.sendall(b"-" + self.error.encode() + b"\r\n")
-
-    @staticmethod
-    def _parse(buf):
-        """One RESP array of bulk strings from buf: (args, rest) or (None, buf)."""
-        if not buf.startswith(b"*") or b"\r\n" not in buf:
-            return None, buf
-        head, rest = buf.split(b"\r\n", 1)
-        args = []
-        for _ in range(int(head[1:])):
-            if b"\r\n" not in rest:
-                return None, buf
-            size_line, rest = rest.split(b"\r\n", 1)
-            size = int(size_line[1:])
-            if len(rest) < size + 2:
-                return None, buf
-            args.append(rest[:size].decode(errors="replace"))
-            rest = rest[size + 2:]
-        return args, rest
-
-    def close(self):
-        self._stop.set()
-        self._sock.close()
-        for t in self._threads:
-            t.join(2)
+    def answer(self, args):
+        self.commands.append([a.decode(errors="replace") for a in args])
+        return b"-" + self.error.encode() + b"\r\n"
 
 
 class milter_on:

@@ -22,7 +22,6 @@ milter socket belongs to the session milter).
 import os
 import re
 import smtplib
-import socket
 import subprocess
 import threading
 import time
@@ -37,7 +36,6 @@ ALICE = "alice@real.example"
 BOB = "bob@real.example"
 SENDER = "news@shop.test"
 DOMAIN = labmod.ALIAS_DOMAIN
-SCRIPTS = Path(__file__).resolve().parents[1] / "miltertest"
 FAILOVER_BOUND_S = 30  # generous: Sentinel needs down-after (1 s) + election + promotion
 
 
@@ -51,12 +49,7 @@ def message(test_id, to):
             f"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nbody {test_id}\r\n").encode()
 
 
-def rcpt_via_miltertest(milter, address, expect):
-    """One RCPT straight to the milter; expect 'continue' (accepted) or 'reply'."""
-    env = dict(os.environ, MILTER_SOCKET=f"unix:{milter.socket_path}", MILTERTEST_DIR=str(SCRIPTS),
-               RCPT=address, EXPECT=expect)
-    return subprocess.run(["miltertest", "-s", str(SCRIPTS / "rcpt_reply.lua")], env=env,
-                          capture_output=True, text=True, timeout=60)
+rcpt_via_miltertest = labmod.miltertest_rcpt
 
 
 # --------------------------------------------------------------------------
@@ -458,7 +451,7 @@ def test_sentinels_down_primary_up_mail_goes_on_discovery_tempfails(workdir, mil
 # --------------------------------------------------------------------------
 # A sentinel that answers wrongly
 # --------------------------------------------------------------------------
-class FakeSentinel:
+class FakeSentinel(labmod.RespStub):
     """Answers SENTINEL get-master-addr-by-name with a fixed port, like a
     sentinel cut off from the Redis nodes that still names its last-known
     primary.  Everything else gets +OK."""
@@ -466,75 +459,15 @@ class FakeSentinel:
     def __init__(self, named_port):
         self.named_port = named_port
         self.queries = 0
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.srv.settimeout(0.2)
-        self.port = self.srv.getsockname()[1]
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    @property
-    def address(self):
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def _accept(self):
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.srv.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        conn.settimeout(5)
-        buf = b""
-        with conn:
-            while not self.stopping.is_set():
-                try:
-                    chunk = conn.recv(4096)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while True:
-                    args, buf = self._parse(buf)
-                    if args is None:
-                        break
-                    words = [a.decode(errors="replace").lower() for a in args]
-                    if words[:2] == ["sentinel", "get-master-addr-by-name"]:
-                        self.queries += 1
-                        port = str(self.named_port).encode()
-                        conn.sendall(b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(port), port))
-                    else:
-                        conn.sendall(b"+OK\r\n")
-
-    @staticmethod
-    def _parse(buf):
-        """One RESP array of bulk strings from buf: (args, rest) or (None, buf)."""
-        if not buf.startswith(b"*") or b"\r\n" not in buf:
-            return None, buf
-        end = buf.index(b"\r\n")
-        pos, args = end + 2, []
-        for _ in range(int(buf[1:end])):
-            e = buf.find(b"\r\n", pos)
-            if e < 0:
-                return None, buf
-            n = int(buf[pos + 1:e])
-            if len(buf) < e + 2 + n + 2:
-                return None, buf
-            args.append(buf[e + 2:e + 2 + n])
-            pos = e + 2 + n + 2
-        return args, buf[pos:]
-
-    def close(self):
-        self.stopping.set()
-        self.srv.close()
-        self.thread.join(5)
+    def answer(self, args):
+        words = [a.decode(errors="replace").lower() for a in args]
+        if words[:2] == ["sentinel", "get-master-addr-by-name"]:
+            self.queries += 1
+            port = str(self.named_port).encode()
+            return b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(port), port)
+        return b"+OK\r\n"
 
 
 @pytest.fixture(scope="module")
