@@ -20,7 +20,7 @@ struct RedisLink {
     RedisContext ctx;
     RedisEndpoint endpoint;
     unsigned pending = 0;     // replies of fire-and-forget commands not read yet
-    std::uint64_t generation; // the pool's generation when it was opened
+    std::uint64_t generation = 0; // the pool's generation when it was opened
 };
 
 class RedisPool {

@@ -41,6 +41,20 @@ constexpr const char* kRefusedScript =
 
 constexpr unsigned kMaxUnreadReplies = 1000;
 
+// Reads the replies owed to fire-and-forget commands on `link` until at most
+// `keep` remain; false if the connection failed.
+bool read_owed_replies(RedisLink& link, unsigned keep)
+{
+    while (link.pending > keep) {
+        void* raw = nullptr;
+        if (redisGetReply(link.ctx.get(), &raw) != REDIS_OK)
+            return false;
+        freeReplyObject(raw); // an error reply only cost the statistic
+        --link.pending;
+    }
+    return true;
+}
+
 } // namespace
 
 RedisStore::RedisStore(const RedisSettings& settings, std::shared_ptr<PrimaryLocator> locator,
@@ -136,18 +150,10 @@ void RedisStore::queue(std::initializer_list<std::string_view> argv)
         return;
     }
     redisContext* c = link->ctx.get();
-    bool ok = true;
     // A connection used only for statistics for a long while: its replies
     // arrived long ago, reading them now keeps Redis's output buffer small.
-    while (ok && link->pending >= kMaxUnreadReplies) {
-        void* raw = nullptr;
-        ok = redisGetReply(c, &raw) == REDIS_OK;
-        if (raw)
-            freeReplyObject(raw);
-        --link->pending;
-    }
-    ok = ok && send_backlog(*link) &&
-         redisAppendFormattedCommand(c, command.data(), command.size()) == REDIS_OK;
+    bool ok = read_owed_replies(*link, kMaxUnreadReplies - 1) && send_backlog(*link) &&
+              redisAppendFormattedCommand(c, command.data(), command.size()) == REDIS_OK;
     if (ok)
         ++link->pending;
     int done = 0;
@@ -190,17 +196,10 @@ StoreReply RedisStore::get(const std::string& key)
     }
     for (;;) {
         redisContext* c = link->ctx.get();
-        bool ok = send_backlog(*link) && redisAppendCommand(c, "GET %b", key.data(), key.size()) == REDIS_OK;
         // Replies owed to earlier fire-and-forget commands come first; they
         // travel with the GET's, in the same round trip.
-        while (ok && link->pending > 0) {
-            void* raw = nullptr;
-            ok = redisGetReply(c, &raw) == REDIS_OK;
-            if (raw)
-                freeReplyObject(raw); // an error reply only cost the statistic
-            if (ok)
-                --link->pending;
-        }
+        bool ok = send_backlog(*link) && redisAppendCommand(c, "GET %b", key.data(), key.size()) == REDIS_OK &&
+                  read_owed_replies(*link, 0);
         void* raw = nullptr;
         ok = ok && redisGetReply(c, &raw) == REDIS_OK;
         const RedisReply r(static_cast<redisReply*>(raw));
