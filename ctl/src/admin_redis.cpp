@@ -18,24 +18,6 @@ impalemail::RedisSettings admin_settings(impalemail::RedisSettings s)
     return s;
 }
 
-bool is_role_master(const redisReply* r)
-{
-    return r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
-           std::string(r->element[0]->str, r->element[0]->len) == "master";
-}
-
-struct Argv {
-    std::vector<const char*> ptr;
-    std::vector<std::size_t> len;
-    explicit Argv(const std::vector<std::string>& args)
-    {
-        for (const auto& a : args) {
-            ptr.push_back(a.data());
-            len.push_back(a.size());
-        }
-    }
-};
-
 } // namespace
 
 std::string AdminRedis::io_error() const
@@ -63,20 +45,7 @@ bool AdminRedis::try_connect(std::string& error)
     ctx_ = impalemail::redis_connect(endpoint_, settings_.timeout, error);
     if (!ctx_)
         return false;
-    redisContext* c = ctx_.get();
-    if (!impalemail::redis_auth(c, settings_.username, settings_.password, error))
-        return false;
-    if (settings_.database != 0 &&
-        !impalemail::redis_expect_ok(c, "SELECT", redisCommand(c, "SELECT %d", settings_.database), error))
-        return false;
-    if (locator_->confirm_role()) {
-        const RedisReply r(static_cast<redisReply*>(redisCommand(c, "ROLE")));
-        if (!is_role_master(r.get())) {
-            error = endpoint_.describe() + " is not the primary";
-            return false;
-        }
-    }
-    return true;
+    return impalemail::redis_handshake(ctx_.get(), settings_, endpoint_, locator_->confirm_role(), error);
 }
 
 void AdminRedis::connect()
@@ -98,9 +67,8 @@ void AdminRedis::connect()
 
 RedisReply AdminRedis::command(const std::vector<std::string>& argv)
 {
-    Argv a(argv);
-    RedisReply r(static_cast<redisReply*>(
-        redisCommandArgv(ctx_.get(), static_cast<int>(argv.size()), a.ptr.data(), a.len.data())));
+    impalemail::RedisArgv a(argv);
+    RedisReply r(static_cast<redisReply*>(redisCommandArgv(ctx_.get(), a.argc(), a.ptr.data(), a.len.data())));
     if (!r)
         throw CtlError(Exit::Redis, "Redis (" + endpoint_.describe() + "): " + argv.front() + " failed: " + io_error());
     if (r->type == REDIS_REPLY_ERROR)
@@ -111,8 +79,8 @@ RedisReply AdminRedis::command(const std::vector<std::string>& argv)
 
 void AdminRedis::append(const std::vector<std::string>& argv)
 {
-    Argv a(argv);
-    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(argv.size()), a.ptr.data(), a.len.data()) != REDIS_OK)
+    impalemail::RedisArgv a(argv);
+    if (redisAppendCommandArgv(ctx_.get(), a.argc(), a.ptr.data(), a.len.data()) != REDIS_OK)
         throw CtlError(Exit::Redis, "Redis (" + endpoint_.describe() + "): cannot queue " + argv.front() + ": " +
                                         ctx_->errstr);
 }

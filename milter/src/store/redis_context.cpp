@@ -12,6 +12,12 @@ timeval to_timeval(std::chrono::milliseconds ms)
     return tv;
 }
 
+bool is_role_master(const redisReply* r)
+{
+    return r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
+           std::string(r->element[0]->str, r->element[0]->len) == "master";
+}
+
 } // namespace
 
 RedisContext redis_connect(const RedisEndpoint& e, std::chrono::milliseconds timeout, std::string& error)
@@ -48,6 +54,29 @@ bool redis_expect_ok(redisContext* c, const char* what, void* raw, std::string& 
     else if (r->type == REDIS_REPLY_ERROR)
         error = std::string(what) + " refused: " + std::string(r->str, r->len);
     return error.empty();
+}
+
+bool redis_handshake(redisContext* c, const RedisSettings& settings, const RedisEndpoint& endpoint,
+                     bool confirm_primary, std::string& error)
+{
+    if (!redis_auth(c, settings.username, settings.password, error))
+        return false;
+    if (settings.database != 0 &&
+        !redis_expect_ok(c, "SELECT", redisCommand(c, "SELECT %d", settings.database), error))
+        return false;
+    if (!confirm_primary)
+        return true;
+    const RedisReply r(static_cast<redisReply*>(redisCommand(c, "ROLE")));
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        error = "ROLE refused by " + endpoint.describe() + ": " + std::string(r->str, r->len) +
+                " (with Sentinel the Redis user needs +role)";
+        return false;
+    }
+    if (!is_role_master(r.get())) {
+        error = endpoint.describe() + " is not the primary";
+        return false;
+    }
+    return true;
 }
 
 bool redis_auth(redisContext* c, const std::string& user, const std::string& pw, std::string& error)

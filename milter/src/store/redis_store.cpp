@@ -2,7 +2,6 @@
 
 #include <cerrno>
 #include <ctime>
-#include <vector>
 
 namespace impalemail {
 
@@ -17,12 +16,6 @@ bool poisons_connection(const std::string& error)
         if (error.rfind(prefix, 0) == 0)
             return true;
     return false;
-}
-
-bool is_role_master(const redisReply* r)
-{
-    return r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
-           std::string(r->element[0]->str, r->element[0]->len) == "master";
 }
 
 // KEYS: alias, stats hash. ARGV: unix time. The hash takes the alias's TTL.
@@ -63,30 +56,6 @@ RedisStore::RedisStore(const RedisSettings& settings, std::shared_ptr<PrimaryLoc
 {
 }
 
-bool RedisStore::handshake(RedisLink& link, std::string& error)
-{
-    redisContext* c = link.ctx.get();
-    if (!redis_auth(c, settings_.username, settings_.password, error))
-        return false;
-    if (settings_.database != 0 &&
-        !redis_expect_ok(c, "SELECT", redisCommand(c, "SELECT %d", settings_.database), error))
-        return false;
-    if (locator_->confirm_role()) {
-        // A sentinel's answer can be stale during a failover.
-        const RedisReply r(static_cast<redisReply*>(redisCommand(c, "ROLE")));
-        if (r && r->type == REDIS_REPLY_ERROR) {
-            error = "ROLE refused by " + link.endpoint.describe() + ": " + std::string(r->str, r->len) +
-                    " (with Sentinel the Redis user needs +role)";
-            return false;
-        }
-        if (!is_role_master(r.get())) {
-            error = link.endpoint.describe() + " is not the primary";
-            return false;
-        }
-    }
-    return true;
-}
-
 std::unique_ptr<RedisLink> RedisStore::open(std::string& error)
 {
     const auto endpoint = locator_->primary(error);
@@ -96,7 +65,7 @@ std::unique_ptr<RedisLink> RedisStore::open(std::string& error)
     link->endpoint = *endpoint;
     link->generation = pool_->generation();
     link->ctx = redis_connect(*endpoint, settings_.timeout, error);
-    if (link->ctx && handshake(*link, error)) {
+    if (link->ctx && redis_handshake(link->ctx.get(), settings_, link->endpoint, locator_->confirm_role(), error)) {
         ++connects_;
         return link;
     }
@@ -129,14 +98,9 @@ bool RedisStore::send_backlog(RedisLink& link)
 
 void RedisStore::queue(std::initializer_list<std::string_view> argv)
 {
-    std::vector<const char*> ptrs;
-    std::vector<size_t> lens;
-    for (auto a : argv) {
-        ptrs.push_back(a.data());
-        lens.push_back(a.size());
-    }
+    RedisArgv args(argv);
     char* formatted = nullptr;
-    const int len = redisFormatCommandArgv(&formatted, static_cast<int>(ptrs.size()), ptrs.data(), lens.data());
+    const int len = redisFormatCommandArgv(&formatted, args.argc(), args.ptr.data(), args.len.data());
     if (len < 0)
         return;
     std::string command(formatted, static_cast<std::size_t>(len));

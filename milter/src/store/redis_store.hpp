@@ -42,7 +42,6 @@ public:
 
 private:
     std::unique_ptr<RedisLink> open(std::string& error);
-    bool handshake(RedisLink& link, std::string& error);
     // Closes `link`; a suspect server also costs the pool its idle connections.
     void discard(std::unique_ptr<RedisLink>& link, bool server_suspect);
     // Appends the pool's deferred commands to `link`; false if it broke.
