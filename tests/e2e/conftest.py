@@ -10,9 +10,7 @@ Environment:
 """
 
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -28,16 +26,8 @@ ALIAS_DOMAIN = labmod.ALIAS_DOMAIN
 def workdir(request):
     if os.geteuid() != 0:
         pytest.fail("the e2e tests must run as root (Postfix master needs it)")
-    # Not pytest's tmp_path: that is mode 0700, and virtual(8) delivers as
-    # nobody, which must be able to reach the Maildirs.
-    path = Path(tempfile.mkdtemp(prefix="impalemail-e2e-"))
-    os.chmod(path, 0o755)
-    yield path
-    failed = request.session.testsfailed
-    if failed or os.environ.get("IMPALEMAIL_E2E_KEEP"):
-        sys.stderr.write(f"\n[e2e] work directory kept: {path}\n")
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+    with labmod.work_directory("impalemail-e2e-", "e2e", lambda: request.session.testsfailed) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

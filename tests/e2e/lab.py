@@ -38,6 +38,7 @@ Facts about Postfix this module relies on (checked on Debian 12, Postfix 3.7):
 """
 
 import argparse
+import contextlib
 import email
 import email.policy
 import json
@@ -51,6 +52,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -246,6 +248,23 @@ class RespStub:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@contextlib.contextmanager
+def work_directory(prefix, label, failed):
+    """A fresh directory for private services, mode 0755: virtual(8) delivers
+    and the milter runs as nobody, so pytest's 0700 tmp_path will not do.
+    Removed afterwards, unless failed() or IMPALEMAIL_E2E_KEEP asks to keep
+    it; then its path goes to stderr."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        if failed() or os.environ.get("IMPALEMAIL_E2E_KEEP"):
+            sys.stderr.write(f"\n[{label}] work directory kept: {path}\n")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def tail(text, lines=40):

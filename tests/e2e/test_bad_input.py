@@ -10,7 +10,7 @@ import socket
 import pytest
 
 import lab as labmod
-from test_postfix import ALICE, BOB, CAROL, accepted_and_delivered, assert_nowhere, headers_named, make_message
+from test_postfix import ALICE, BOB, CAROL, assert_nowhere, make_message
 
 
 def transaction(lab, rcpt_args, msg, mail_args=""):

@@ -12,10 +12,8 @@ Environment:
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -91,15 +89,12 @@ def ttl(r, key):
 # Fixtures
 # ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ctl_dir():
+def ctl_dir(request):
     if not binary().is_file():
         pytest.fail(f"impalectl binary {binary()} does not exist; build it first (scripts/build.sh) "
                     "or set IMPALECTL", pytrace=False)
-    # Traversable by nobody: the milter test runs the milter as nobody.
-    path = Path(tempfile.mkdtemp(prefix="impalemail-ctl-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with labmod.work_directory("impalemail-ctl-", "impalectl", lambda: request.session.testsfailed) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@ across restarts with a key file; show_addresses is the debugging switch."""
 
 import hashlib
 import hmac
-import os
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -20,15 +17,14 @@ def accept_once(milter):
 
 
 @pytest.fixture(scope="module")
-def env():
-    workdir = Path(tempfile.mkdtemp(prefix="impalemail-logs-"))
-    os.chmod(workdir, 0o755)
-    (workdir / "pseudonym.key").write_bytes(KEY + b"\n")
-    redis = labmod.Redis(workdir / "redis")
-    redis.start()
-    redis.cli("SET", "alias:shop@alias.example.org", OWNER, "EX", "600")
-    yield workdir, redis
-    redis.stop()
+def env(request):
+    with labmod.work_directory("impalemail-logs-", "log-privacy", lambda: request.session.testsfailed) as workdir:
+        (workdir / "pseudonym.key").write_bytes(KEY + b"\n")
+        redis = labmod.Redis(workdir / "redis")
+        redis.start()
+        redis.cli("SET", "alias:shop@alias.example.org", OWNER, "EX", "600")
+        yield workdir, redis
+        redis.stop()
 
 
 def milter_with(workdir, redis, name, logging_yaml):

@@ -8,7 +8,6 @@ sanitizer must not have reported anything.
 """
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,32 +23,32 @@ def sanitized_binary():
 
 
 @pytest.fixture(scope="module")
-def protocol_lab():
-    workdir = Path(tempfile.mkdtemp(prefix="impalemail-mt-"))
-    os.chmod(workdir, 0o755)
-    redis = labmod.Redis(workdir / "redis")
-    redis.start()
-    binary = sanitized_binary()
-    if not binary.is_file():
-        pytest.fail(f"milter binary {binary} does not exist; run scripts/build.sh --sanitize", pytrace=False)
-    milter = labmod.Milter(binary, workdir / "milter", redis.port, workdir / "milter" / "milter.sock")
-    old_asan = os.environ.get("ASAN_OPTIONS")
-    os.environ["ASAN_OPTIONS"] = "detect_leaks=1:halt_on_error=1"
-    try:
-        milter.start()
-        redis.cli("SET", "alias:shop@alias.example.org", "alice@real.example", "EX", "600")
-        redis.cli("SET", "alias:corrupt@alias.example.org", "a@b.example c@d.example", "EX", "600")
-        yield milter
-    finally:
-        milter.stop()
-        redis.stop()
-        if old_asan is None:
-            os.environ.pop("ASAN_OPTIONS", None)
-        else:
-            os.environ["ASAN_OPTIONS"] = old_asan
-    log = milter.log()
-    reports = [m for m in SANITIZER_MARKERS if m in log]
-    assert not reports, f"sanitizer reported {reports}:\n{labmod.tail(log, 60)}"
+def protocol_lab(request):
+    with labmod.work_directory("impalemail-mt-", "milter-protocol",
+                               lambda: request.session.testsfailed) as workdir:
+        redis = labmod.Redis(workdir / "redis")
+        redis.start()
+        binary = sanitized_binary()
+        if not binary.is_file():
+            pytest.fail(f"milter binary {binary} does not exist; run scripts/build.sh --sanitize", pytrace=False)
+        milter = labmod.Milter(binary, workdir / "milter", redis.port, workdir / "milter" / "milter.sock")
+        old_asan = os.environ.get("ASAN_OPTIONS")
+        os.environ["ASAN_OPTIONS"] = "detect_leaks=1:halt_on_error=1"
+        try:
+            milter.start()
+            redis.cli("SET", "alias:shop@alias.example.org", "alice@real.example", "EX", "600")
+            redis.cli("SET", "alias:corrupt@alias.example.org", "a@b.example c@d.example", "EX", "600")
+            yield milter
+        finally:
+            milter.stop()
+            redis.stop()
+            if old_asan is None:
+                os.environ.pop("ASAN_OPTIONS", None)
+            else:
+                os.environ["ASAN_OPTIONS"] = old_asan
+        log = milter.log()
+        reports = [m for m in SANITIZER_MARKERS if m in log]
+        assert not reports, f"sanitizer reported {reports}:\n{labmod.tail(log, 60)}"
 
 
 @pytest.mark.parametrize("script", ["negotiation", "rewrite", "refusals", "abort"])

@@ -2,10 +2,7 @@
 an ACL user with the password read from a file, requirepass, a Unix socket,
 a database number, and a wrong password (451, never 5xx, never a crash)."""
 
-import os
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -18,12 +15,12 @@ rcpt = labmod.assert_miltertest_rcpt
 
 
 @pytest.fixture(scope="module")
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="impalemail-redis-"))
-    os.chmod(path, 0o755)
-    (path / "redis-password").write_text(PASSWORD + "\n")
-    (path / "wrong-password").write_text("not the password\n")
-    return path
+def workdir(request):
+    with labmod.work_directory("impalemail-redis-", "redis-connection",
+                               lambda: request.session.testsfailed) as path:
+        (path / "redis-password").write_text(PASSWORD + "\n")
+        (path / "wrong-password").write_text("not the password\n")
+        yield path
 
 
 @pytest.fixture(scope="module")

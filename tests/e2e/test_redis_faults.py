@@ -40,16 +40,13 @@ errors in one session, so no session here sends more than RCPTS_PER_SESSION
 
 import os
 import re
-import shutil
 import smtplib
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -99,28 +96,24 @@ def flab(request):
     binary = labmod.milter_binary()
     if not binary.is_file():
         pytest.fail(f"milter binary {binary} does not exist; run scripts/build.sh", pytrace=False)
-    workdir = Path(tempfile.mkdtemp(prefix="impalemail-redisfaults-"))
-    os.chmod(workdir, 0o755)
-    redis = labmod.Redis(workdir / "redis", extra_args=["--enable-debug-command", "yes"])
-    postfix = labmod.Postfix(workdir / "postfix")
-    milter = labmod.Milter(binary, workdir / "milter", redis.port, postfix.milter_socket)
     failed_before = request.session.testsfailed
-    try:
-        redis.start()
-        postfix.setup()
-        milter.start()
-        postfix.start()
-        yield FaultLab(workdir, redis, milter, postfix)
-    finally:
-        for stop in (postfix.stop, milter.stop, redis.resume, redis.stop):
-            try:
-                stop()
-            except Exception as e:  # keep stopping the rest
-                sys.stderr.write(f"[redis-faults] teardown: {e}\n")
-        if request.session.testsfailed > failed_before or os.environ.get("IMPALEMAIL_E2E_KEEP"):
-            sys.stderr.write(f"\n[redis-faults] work directory kept: {workdir}\n")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with labmod.work_directory("impalemail-redisfaults-", "redis-faults",
+                               lambda: request.session.testsfailed > failed_before) as workdir:
+        redis = labmod.Redis(workdir / "redis", extra_args=["--enable-debug-command", "yes"])
+        postfix = labmod.Postfix(workdir / "postfix")
+        milter = labmod.Milter(binary, workdir / "milter", redis.port, postfix.milter_socket)
+        try:
+            redis.start()
+            postfix.setup()
+            milter.start()
+            postfix.start()
+            yield FaultLab(workdir, redis, milter, postfix)
+        finally:
+            for stop in (postfix.stop, milter.stop, redis.resume, redis.stop):
+                try:
+                    stop()
+                except Exception as e:  # keep stopping the rest
+                    sys.stderr.write(f"[redis-faults] teardown: {e}\n")
 
 
 def redis_ping(redis, timeout=0.2):

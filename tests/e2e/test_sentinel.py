@@ -19,14 +19,12 @@ milter socket belongs to the session milter).
 - `--check` refuses `address` together with `sentinel`.
 """
 
-import os
 import re
 import smtplib
 import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 

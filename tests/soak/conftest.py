@@ -16,9 +16,7 @@ directory even on success), SOAK_MESSAGES, SOAK_SENDERS (see test_soak.py).
 """
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,14 +47,8 @@ class SoakLab:
 def soak_workdir(request):
     if os.geteuid() != 0:
         pytest.fail("the soak test must run as root (Postfix master needs it)")
-    # Not tmp_path (mode 0700): virtual(8) delivers as nobody.
-    path = Path(tempfile.mkdtemp(prefix="impalemail-soak-"))
-    os.chmod(path, 0o755)
-    yield path
-    if request.session.testsfailed or os.environ.get("IMPALEMAIL_E2E_KEEP"):
-        sys.stderr.write(f"\n[soak] work directory kept: {path}\n")
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+    with labmod.work_directory("impalemail-soak-", "soak", lambda: request.session.testsfailed) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")
