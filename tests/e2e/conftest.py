@@ -84,15 +84,7 @@ def lab(redis, milter, postfix):
     teardown and the milter is restarted for the next ones.
     """
     yield Lab(redis, milter, postfix)
-    problems = []
-    redis.resume()
-    if not redis.is_running():
-        problems.append("redis-server is not running")
-        redis.start()
-    if not milter.is_running():
-        problems.append("the milter is not running (crashed?); log tail:\n"
-                        + labmod.tail(milter.log(), 20))
-        milter.start()
+    problems = labmod.revive(redis, milter)
     parked = [q for q in postfix.queue()
               if any(r["address"].endswith("@hold.invalid") for r in q["recipients"])]
     if parked:

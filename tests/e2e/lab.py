@@ -267,6 +267,21 @@ def work_directory(prefix, label, failed):
             shutil.rmtree(path, ignore_errors=True)
 
 
+def revive(redis, milter):
+    """After a test: resume a SIGSTOPped Redis, and start Redis or the milter
+    again if either is gone.  Returns what was wrong, for the test's report
+    (a test that stops a service on purpose starts it again itself)."""
+    problems = []
+    redis.resume()
+    if not redis.is_running():
+        problems.append("redis-server is not running")
+        redis.start()
+    if not milter.is_running():
+        problems.append("the milter is not running (crashed?); log tail:\n" + tail(milter.log(), 20))
+        milter.start()
+    return problems
+
+
 def tail(text, lines=40):
     return "\n".join(text.splitlines()[-lines:])
 

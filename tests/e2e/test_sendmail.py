@@ -115,15 +115,7 @@ def sm(redis, sm_milter, sendmail, sink):
     """Redis, milter, Sendmail and smtp-sink, checked after each test: every
     service still running and the Sendmail queue empty (nothing held)."""
     yield SmLab(redis, sm_milter, sendmail, sink)
-    problems = []
-    redis.resume()
-    if not redis.is_running():
-        problems.append("redis-server is not running")
-        redis.start()
-    if not sm_milter.is_running():
-        problems.append("the milter is not running (crashed?); log tail:\n"
-                        + labmod.tail(sm_milter.log(), 20))
-        sm_milter.start()
+    problems = labmod.revive(redis, sm_milter)
     if not sendmail.is_running():
         problems.append("sendmail is not running; log tail:\n" + labmod.tail(sendmail.log(), 20))
         sendmail.start()
