@@ -17,9 +17,9 @@ public:
 
     const std::string& operator()(std::string_view address)
     {
-        auto it = known_.find(std::string(address));
-        if (it == known_.end())
-            it = known_.emplace(std::string(address), (*pseudonym_)(address)).first;
+        const auto [it, inserted] = known_.try_emplace(std::string(address));
+        if (inserted)
+            it->second = (*pseudonym_)(address);
         return it->second;
     }
 

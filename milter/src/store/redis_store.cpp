@@ -99,25 +99,22 @@ bool RedisStore::send_backlog(RedisLink& link)
 void RedisStore::queue(std::initializer_list<std::string_view> argv)
 {
     RedisArgv args(argv);
-    char* formatted = nullptr;
-    const int len = redisFormatCommandArgv(&formatted, args.argc(), args.ptr.data(), args.len.data());
-    if (len < 0)
-        return;
-    std::string command(formatted, static_cast<std::size_t>(len));
-    redisFreeCommand(formatted);
-
     auto link = pool_->take();
     if (!link) {
         // Never worth a connect on the SMTP path: the next borrower sends
         // it (a full backlog, a Redis long gone, drops the statistic).
-        pool_->defer(std::move(command));
+        char* formatted = nullptr;
+        const int len = redisFormatCommandArgv(&formatted, args.argc(), args.ptr.data(), args.len.data());
+        if (len >= 0)
+            pool_->defer(std::string(formatted, static_cast<std::size_t>(len)));
+        redisFreeCommand(formatted);
         return;
     }
     redisContext* c = link->ctx.get();
     // A connection used only for statistics for a long while: its replies
     // arrived long ago, reading them now keeps Redis's output buffer small.
     bool ok = read_owed_replies(*link, kMaxUnreadReplies - 1) && send_backlog(*link) &&
-              redisAppendFormattedCommand(c, command.data(), command.size()) == REDIS_OK;
+              redisAppendCommandArgv(c, args.argc(), args.ptr.data(), args.len.data()) == REDIS_OK;
     if (ok)
         ++link->pending;
     int done = 0;
