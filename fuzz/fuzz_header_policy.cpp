@@ -32,17 +32,9 @@
 
 using namespace impalemail;
 using impalemail::fuzz::print_escaped;
+using impalemail::fuzz::model_lower;
 
 namespace {
-
-std::string fold(std::string_view s)
-{
-    std::string out(s);
-    for (char& c : out)
-        if (c >= 'A' && c <= 'Z')
-            c = static_cast<char>(c - 'A' + 'a');
-    return out;
-}
 
 bool model_valid(std::string_view p)
 {
@@ -62,7 +54,7 @@ bool model_valid(std::string_view p)
 // the patterns with ASCII case folded, computed once per input.
 std::size_t model_first_match(const std::vector<std::string>& folded, std::string_view name)
 {
-    const std::string n = fold(name);
+    const std::string n = model_lower(name);
     for (std::size_t k = 0; k < folded.size(); ++k) {
         const std::string& p = folded[k];
         if (!p.empty() && p.back() == '*') {
@@ -118,7 +110,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const StripPolicy policy(patterns);
     std::vector<std::string> folded;
     for (const auto& p : patterns)
-        folded.push_back(fold(p));
+        folded.push_back(model_lower(p));
     FUZZ_CHECK(policy.patterns() == patterns);
 
     // The reference tally: per folded name, first spelling and count.
@@ -141,7 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         FUZZ_CHECK(tally.observe(name, policy) == m, print_escaped("name", name));
         if (!m)
             continue;
-        const std::string f = fold(name);
+        const std::string f = model_lower(name);
         bool found = false;
         for (auto& e : model)
             if (e.folded == f) {
@@ -168,7 +160,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (std::size_t k = 0; k < dels.size(); ++k) {
         FUZZ_CHECK(dels[k].index >= 1);
         FUZZ_CHECK(policy.matches(dels[k].name), print_escaped("deleted name", dels[k].name));
-        const bool run_continues = k + 1 < dels.size() && fold(dels[k + 1].name) == fold(dels[k].name);
+        const bool run_continues = k + 1 < dels.size() && model_lower(dels[k + 1].name) == model_lower(dels[k].name);
         if (run_continues)
             FUZZ_CHECK(dels[k + 1].index == dels[k].index - 1);
         else

@@ -19,6 +19,7 @@
 #include <string_view>
 
 using namespace impalemail;
+using impalemail::fuzz::model_lower;
 using impalemail::fuzz::print_escaped;
 
 namespace {
@@ -27,15 +28,6 @@ const DomainSet& alias_domains()
 {
     static const DomainSet set({"alias.example.org", "a.example", "xn--bcher-kva.example"});
     return set;
-}
-
-std::string lower(std::string_view s)
-{
-    std::string out(s);
-    for (char& c : out)
-        if (c >= 'A' && c <= 'Z')
-            c = static_cast<char>(c - 'A' + 'a');
-    return out;
 }
 
 } // namespace
@@ -54,7 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     const std::size_t last_at = value.rfind('@');
     if (p == TargetProblem::InAliasDomain) {
-        FUZZ_CHECK(last_at != std::string_view::npos && alias_domains().contains(lower(value.substr(last_at + 1))),
+        FUZZ_CHECK(last_at != std::string_view::npos && alias_domains().contains(model_lower(value.substr(last_at + 1))),
                    context());
         return 0;
     }
@@ -71,6 +63,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     FUZZ_CHECK(ats == 1, context());
     FUZZ_CHECK(last_at > 0 && last_at <= 64 && last_at + 1 < value.size(), context());
-    FUZZ_CHECK(!alias_domains().contains(lower(value.substr(last_at + 1))), context());
+    FUZZ_CHECK(!alias_domains().contains(model_lower(value.substr(last_at + 1))), context());
     return 0;
 }
