@@ -42,31 +42,15 @@ def redis(workdir):
 @pytest.fixture(scope="session")
 def postfix(workdir):
     p = labmod.Postfix(workdir / "postfix")
-    try:
-        p.setup()
-        p.start()
-    except labmod.LabError as e:
-        p.stop()
-        pytest.fail(f"cannot start the lab Postfix: {e}")
-    yield p
-    p.stop()
+    with labmod.running(p, "the lab Postfix", start=lambda: (p.setup(), p.start())):
+        yield p
 
 
 @pytest.fixture(scope="session")
 def milter(workdir, redis, postfix):
-    binary = labmod.milter_binary()
-    if not binary.is_file():
-        pytest.fail(f"milter binary {binary} does not exist; build it first "
-                    "(cmake -S /work/main -B /work/main/build && cmake --build /work/main/build) "
-                    "or set IMPALEMAIL_MILTER", pytrace=False)
-    m = labmod.Milter(binary, workdir / "milter", redis.port, postfix.milter_socket)
-    try:
-        m.start()
-    except labmod.LabError as e:
-        m.stop()
-        pytest.fail(f"cannot start the milter: {e}", pytrace=False)
-    yield m
-    m.stop()
+    m = labmod.Milter(labmod.milter_binary(), workdir / "milter", redis.port, postfix.milter_socket)
+    with labmod.running(m, "the milter"):
+        yield m
     # With IMPALEMAIL_MILTER pointing at the ASan/UBSan build, any report
     # the sanitizers wrote during the session fails it.
     log = m.log()

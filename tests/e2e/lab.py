@@ -267,6 +267,24 @@ def work_directory(prefix, label, failed):
             shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def running(service, what, start=None):
+    """For a pytest fixture: starts `service` (service.start(), or `start`
+    when given), yields it, and stops it afterwards.  A start that fails
+    stops what did start and fails the fixture with the reason instead of a
+    traceback."""
+    import pytest  # only here: lab.py also runs as a command, without pytest
+    try:
+        (start or service.start)()
+    except (LabError, OSError) as e:
+        service.stop()
+        pytest.fail(f"cannot start {what}: {e}", pytrace=False)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 def revive(redis, milter):
     """After a test: resume a SIGSTOPped Redis, and start Redis or the milter
     again if either is gone.  Returns what was wrong, for the test's report
@@ -827,8 +845,7 @@ class Milter(_Service):
         if not self.binary.is_file() or not os.access(self.binary, os.X_OK):
             raise LabError(
                 f"milter binary not found or not executable: {self.binary}\n"
-                "build it with: cmake -S /work/main -B /work/main/build && "
-                "cmake --build /work/main/build  (or set IMPALEMAIL_MILTER)")
+                "build it with scripts/build.sh (or set IMPALEMAIL_MILTER)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self.socket_path.parent, 0o755)

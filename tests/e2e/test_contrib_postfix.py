@@ -18,16 +18,15 @@ ALICE = "alice@real.example"
 def bare_postfix(workdir):
     """The lab Postfix with smtpd_milters emptied: as if the milter were skipped."""
     p = labmod.Postfix(workdir / "postfix-nomilter")
-    try:
+
+    def start():
         p.setup()
         p.postconf("smtpd_milters =")
         p.start()
-    except labmod.LabError as e:
-        p.stop()
-        pytest.fail(f"cannot start the lab Postfix: {e}")
-    yield p
-    p.delete_queue()
-    p.stop()
+
+    with labmod.running(p, "the lab Postfix", start=start):
+        yield p
+        p.delete_queue()
 
 
 def message(token, to):

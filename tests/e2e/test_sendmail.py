@@ -31,48 +31,26 @@ SENDER = "news@shop.test"
 # --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sink(workdir):
-    s = smlab.SmtpSink(workdir / "sm-sink")
-    try:
-        s.start()
-    except labmod.LabError as e:
-        s.stop()
-        pytest.fail(f"cannot start smtp-sink: {e}", pytrace=False)
-    yield s
-    s.stop()
+    with labmod.running(smlab.SmtpSink(workdir / "sm-sink"), "smtp-sink") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def sm_milter(workdir, redis):
-    binary = labmod.milter_binary()
-    if not binary.is_file():
-        pytest.fail(f"milter binary {binary} does not exist; build it first "
-                    "(scripts/build.sh) or set IMPALEMAIL_MILTER", pytrace=False)
-    m = labmod.Milter(binary, workdir / "sm-milter", redis.port,
+    m = labmod.Milter(labmod.milter_binary(), workdir / "sm-milter", redis.port,
                       workdir / "sm-milter" / "milter.sock")
-    try:
-        m.start()
-    except labmod.LabError as e:
-        m.stop()
-        pytest.fail(f"cannot start the milter: {e}", pytrace=False)
-    yield m
-    m.stop()
+    with labmod.running(m, "the milter"):
+        yield m
 
 
-def _start_sendmail(sm):
-    try:
-        sm.setup()
-        sm.start()
-    except (labmod.LabError, OSError) as e:
-        sm.stop()
-        pytest.fail(f"cannot start the lab Sendmail: {e}", pytrace=False)
+def running_sendmail(sm):
+    return labmod.running(sm, "the lab Sendmail", start=lambda: (sm.setup(), sm.start()))
 
 
 @pytest.fixture(scope="module")
 def sendmail(workdir, sm_milter, sink):
-    sm = smlab.Sendmail(workdir / "sendmail", sm_milter.socket_path, sink)
-    _start_sendmail(sm)
-    yield sm
-    sm.stop()
+    with running_sendmail(smlab.Sendmail(workdir / "sendmail", sm_milter.socket_path, sink)) as sm:
+        yield sm
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +59,9 @@ def bare_sendmail(workdir, sink):
     milter had been left out of the configuration."""
     sm = smlab.Sendmail(workdir / "sendmail-bare", workdir / "sendmail-bare" / "no.sock", sink,
                         with_milter=False)
-    _start_sendmail(sm)
-    yield sm
-    sm.clear_queue()
-    sm.stop()
+    with running_sendmail(sm):
+        yield sm
+        sm.clear_queue()
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +70,9 @@ def no_ft_sendmail(workdir, sink):
     socket pointing nowhere: what happens if an admin forgets F=T."""
     sm = smlab.Sendmail(workdir / "sendmail-noft", workdir / "sendmail-noft" / "dead.sock", sink,
                         fragment_edit=lambda text: text.replace(", F=T,", ","))
-    _start_sendmail(sm)
-    yield sm
-    sm.clear_queue()
-    sm.stop()
+    with running_sendmail(sm):
+        yield sm
+        sm.clear_queue()
 
 
 class SmLab:

@@ -55,13 +55,8 @@ rcpt_via_miltertest = labmod.miltertest_rcpt
 # --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(workdir):
-    c = labmod.SentinelCluster(workdir / "sentinel")
-    try:
-        c.start()
-    except labmod.LabError as e:
-        pytest.fail(f"cannot start Redis + Sentinel: {e}", pytrace=False)
-    yield c
-    c.stop()
+    with labmod.running(labmod.SentinelCluster(workdir / "sentinel"), "Redis + Sentinel") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
@@ -345,20 +340,16 @@ def auth_cluster(workdir):
     c = labmod.SentinelCluster(base, replicas=0, sentinels=1, quorum=1,
                                data_password=DATA_PW, sentinel_password=SENTINEL_PW,
                                sentinel_extra=SENTINEL_ACL.format(pw=SENTINEL_ACL_PW))
-    try:
-        c.start()
-    except labmod.LabError as e:
-        pytest.fail(f"cannot start Redis + Sentinel with AUTH: {e}", pytrace=False)
-    for name, text in (("sentinel-password", SENTINEL_PW), ("redis-password", DATA_PW),
-                       ("sentinel-acl-password", SENTINEL_ACL_PW), ("redis-acl-password", DATA_ACL_PW),
-                       ("wrong-password", "not it")):
-        (base / name).write_text(text + "\n")
-    primary = c.nodes[0]
-    primary.cli("ACL", "SETUSER", "impalemail", "on", f">{DATA_ACL_PW}", *DATA_ACL)
-    primary.cli("ACL", "SETUSER", "impalemail-norole", "on", f">{DATA_ACL_PW}", "~alias:*", "+get")
-    primary.set_alias("shop@alias.example.org", ALICE, ttl=600)
-    yield c
-    c.stop()
+    with labmod.running(c, "Redis + Sentinel with AUTH"):
+        for name, text in (("sentinel-password", SENTINEL_PW), ("redis-password", DATA_PW),
+                           ("sentinel-acl-password", SENTINEL_ACL_PW), ("redis-acl-password", DATA_ACL_PW),
+                           ("wrong-password", "not it")):
+            (base / name).write_text(text + "\n")
+        primary = c.nodes[0]
+        primary.cli("ACL", "SETUSER", "impalemail", "on", f">{DATA_ACL_PW}", *DATA_ACL)
+        primary.cli("ACL", "SETUSER", "impalemail-norole", "on", f">{DATA_ACL_PW}", "~alias:*", "+get")
+        primary.set_alias("shop@alias.example.org", ALICE, ttl=600)
+        yield c
 
 
 def auth_milter(cluster, name, sentinel_extra, redis_extra):
@@ -472,13 +463,9 @@ class FakeSentinel(labmod.RespStub):
 def plain_cluster(workdir):
     """A primary, one replica, one sentinel (quorum 1)."""
     c = labmod.SentinelCluster(workdir / "sentinel-plain", replicas=1, sentinels=1, quorum=1)
-    try:
-        c.start()
-    except labmod.LabError as e:
-        pytest.fail(f"cannot start Redis + Sentinel: {e}", pytrace=False)
-    c.set_alias_everywhere("shop@alias.example.org", ALICE)
-    yield c
-    c.stop()
+    with labmod.running(c, "Redis + Sentinel"):
+        c.set_alias_everywhere("shop@alias.example.org", ALICE)
+        yield c
 
 
 def fake_milter(cluster, name, addresses):

@@ -52,13 +52,8 @@ class MX:
 
 @pytest.fixture(scope="module")
 def cluster(workdir):
-    c = labmod.SentinelCluster(workdir / "two-mx")
-    try:
-        c.start()
-    except labmod.LabError as e:
-        pytest.fail(f"cannot start Redis + Sentinel: {e}", pytrace=False)
-    yield c
-    c.stop()
+    with labmod.running(labmod.SentinelCluster(workdir / "two-mx"), "Redis + Sentinel") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
