@@ -377,6 +377,17 @@ class _Service:
             time.sleep(0.05)
         return not self.is_running()
 
+    def stop(self, timeout=10):
+        """SIGTERM and wait (SIGKILL after timeout)."""
+        self._terminate(timeout)
+
+    def kill(self):
+        """SIGKILL: a crash (for Redis: no shutdown save, no AOF fsync beyond
+        the configured policy)."""
+        self._signal(signal.SIGKILL)
+        self._wait_exit(5)
+        self._reap()
+
     def _terminate(self, timeout=10):
         if not self.is_running():
             self._reap()
@@ -435,19 +446,6 @@ class Redis(_Service):
             return self.cli("PING") == "PONG"
         except subprocess.SubprocessError:
             return False
-
-    def stop(self, timeout=10):
-        self._terminate(timeout)
-
-    def restart(self):
-        self.stop()
-        self.start()
-
-    def kill(self):
-        """SIGKILL (a crash: no shutdown save, no AOF fsync beyond the configured policy)."""
-        self._signal(signal.SIGKILL)
-        self._wait_exit(5)
-        self._reap()
 
     def pause(self):
         """SIGSTOP: Redis keeps its port open but answers nothing (a hung server)."""
@@ -576,14 +574,6 @@ class Sentinel(_Service):
             return self.cli("PING") == "PONG"
         except subprocess.SubprocessError:
             return False
-
-    def stop(self, timeout=10):
-        self._terminate(timeout)
-
-    def kill(self):
-        self._signal(signal.SIGKILL)
-        self._wait_exit(5)
-        self._reap()
 
     def cli(self, *args):
         return redis_cli(self.port, self.password, *args)
@@ -870,19 +860,6 @@ class Milter(_Service):
             rc = self.proc.returncode if self.proc else "?"
             raise LabError(f"milter exited with status {rc} during startup:\n" + tail(self.log()))
         return unix_socket_accepts(self.socket_path)
-
-    def stop(self, timeout=10):
-        """SIGTERM and wait (SIGKILL after timeout)."""
-        self._terminate(timeout)
-
-    def kill(self):
-        self._signal(signal.SIGKILL)
-        self._wait_exit(5)
-        self._reap()
-
-    def restart(self):
-        self.stop()
-        self.start()
 
     def log(self, since=0):
         text = _read(self.logfile)
